@@ -1,0 +1,150 @@
+package deliver
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Exit statuses from sysexits.h, as Postfix's pipe(8) reads them. Only
+// ExTempFail (and EX_OSERR) defer; every other non-zero status bounces
+// unless the output starts with a 4.x.y enhanced status code.
+const (
+	ExOK          = 0
+	ExUsage       = 64 // command line usage error
+	ExDataErr     = 65 // data format error
+	ExNoUser      = 67 // addressee unknown
+	ExNoHost      = 68 // host name unknown
+	ExUnavailable = 69 // service unavailable
+	ExSoftware    = 70 // internal software error
+	ExTempFail    = 75 // temporary failure; Postfix defers
+	ExProtocol    = 76 // remote error in protocol
+	ExNoPerm      = 77 // permission denied
+	ExConfig      = 78 // configuration error
+)
+
+// Error is the outcome of a delivery that did not succeed, in the terms
+// Postfix's pipe(8) needs: an RFC 3463 enhanced status code whose class says
+// whether to defer (4) or bounce (5), the sysexits status to exit with, and
+// one line of text in the words of Postfix's smtp(8).
+type Error struct {
+	// Status is the RFC 3463 enhanced status code, "4.4.1" or "5.1.1".
+	Status string
+	// Exit is the sysexits status.
+	Exit int
+	// Msg is the text after the status code.
+	Msg string
+	// Reply is the remote's reply, when the failure is one.
+	Reply *smtp.SMTPError
+	// Err is the underlying cause, if any.
+	Err error
+
+	// next is set when the failure is particular to one target and the
+	// next one may be tried.
+	next bool
+}
+
+func (e *Error) Error() string { return e.Status + " " + e.Msg }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether Postfix is to retry the delivery later.
+func (e *Error) Temporary() bool { return strings.HasPrefix(e.Status, "4.") }
+
+// tempErr returns a temporary failure.
+func tempErr(status string, err error, format string, args ...any) *Error {
+	return &Error{Status: status, Exit: ExTempFail, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// permErr returns a permanent failure.
+func permErr(status string, exit int, err error, format string, args ...any) *Error {
+	return &Error{Status: status, Exit: exit, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// ConfigError is a usage or configuration error: the mail is deferred with
+// 4.3.5 ("system incorrectly configured") and EX_CONFIG, never bounced, so
+// that nothing is lost while the administrator fixes it.
+func ConfigError(err error) *Error {
+	return &Error{Status: "4.3.5", Exit: ExConfig, Msg: err.Error(), Err: err}
+}
+
+// Internal turns an unexpected failure (a panic, a bug) into a temporary
+// one: when in doubt, defer.
+func Internal(err error) *Error {
+	return &Error{Status: "4.3.0", Exit: ExTempFail, Msg: "internal error: " + err.Error(), Err: err}
+}
+
+// AsError returns err as an *Error: itself when it is one, and otherwise a
+// temporary internal error.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Internal(err)
+}
+
+// replyError returns the failure for a remote's 4xx or 5xx reply to cmd,
+// worded as Postfix's smtp(8) words it:
+// "host X[25] said: 550 5.1.1 <u@d>: Recipient address rejected (in reply to RCPT TO command)".
+func replyError(host string, r *smtp.SMTPError, cmd string) *Error {
+	e := &Error{Status: replyStatus(r), Reply: r, Err: r}
+	e.Msg = fmt.Sprintf("host %s said: %s (in reply to %s command)", host, replyText(r), cmd)
+	switch {
+	case e.Temporary():
+		e.Exit = ExTempFail
+	case strings.HasPrefix(e.Status, "5.1.1"), strings.HasPrefix(e.Status, "5.1.0"):
+		e.Exit = ExNoUser
+	default:
+		e.Exit = ExUnavailable
+	}
+	return e
+}
+
+// replyStatus returns the enhanced status code for a reply: the remote's,
+// with its class taken from the reply code (as Postfix does when the two
+// disagree), or X.0.0 when the remote gave none.
+func replyStatus(r *smtp.SMTPError) string {
+	class := r.Code / 100
+	if class != 4 && class != 5 {
+		// A reply outside 4xx/5xx where a failure is reported: the
+		// protocol went wrong, and the outcome is uncertain.
+		class = 4
+	}
+	ec := r.EnhancedCode
+	if ec == smtp.NoEnhancedCode || ec == smtp.EnhancedCodeNotSet || ec[0] < 2 || ec[0] > 5 {
+		return fmt.Sprintf("%d.0.0", class)
+	}
+	return fmt.Sprintf("%d.%d.%d", class, ec[1], ec[2])
+}
+
+// replyText rebuilds the remote's reply as one line: code, enhanced code,
+// text, with the lines of a multi-line reply joined by spaces.
+func replyText(r *smtp.SMTPError) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%03d", r.Code)
+	if ec := r.EnhancedCode; ec != smtp.NoEnhancedCode && ec != smtp.EnhancedCodeNotSet {
+		fmt.Fprintf(&b, " %d.%d.%d", ec[0], ec[1], ec[2])
+	}
+	if r.Message != "" {
+		b.WriteByte(' ')
+		b.WriteString(oneLine(r.Message))
+	}
+	return b.String()
+}
+
+// oneLine makes a remote's text safe for Postfix's one-line output: line
+// breaks become spaces and other control characters are dropped.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			return ' '
+		case r < ' ' || r == 0x7f:
+			return -1
+		}
+		return r
+	}, s)
+}
