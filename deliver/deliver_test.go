@@ -1,0 +1,314 @@
+package deliver_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/smtptest"
+	"github.com/onionmx/onionmx/internal/sockstest"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+const testBody = "From: a@sender.test\r\nSubject: test\r\n\r\nHello over Tor.\r\n.leading dot\r\n"
+
+// newOnion returns a fresh valid v3 onion name.
+func newOnion(t testing.TB) string {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	return lookup.OnionFromKey(key)
+}
+
+// env is one sender (a deliver.Client) behind a fake SOCKS proxy that routes
+// one onion to an in-process SMTP sink.
+type env struct {
+	onion  string
+	sink   *smtptest.Sink
+	socks  *sockstest.Server
+	client *deliver.Client
+	// connect, when set, overrides what the proxy does with a CONNECT.
+	connect atomic.Pointer[func(sockstest.Request) sockstest.Response]
+}
+
+// setConnect makes the proxy answer CONNECTs with f.
+func (e *env) setConnect(f func(sockstest.Request) sockstest.Response) { e.connect.Store(&f) }
+
+func newEnv(t *testing.T, configure ...func(*smtp.Server)) *env {
+	t.Helper()
+	e := &env{onion: newOnion(t), sink: smtptest.New(t, configure...)}
+	e.socks = sockstest.New(t, func(r sockstest.Request) sockstest.Response {
+		if f := e.connect.Load(); f != nil {
+			return (*f)(r)
+		}
+		if r.Host == e.onion {
+			return sockstest.Response{Dial: e.sink.Addr}
+		}
+		return sockstest.Response{Reply: 0xF0}
+	})
+	e.client = &deliver.Client{
+		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+		Resolver:       &lookup.Resolver{},
+		Helo:           "sender.test",
+		ConnectTimeout: 5 * time.Second,
+		CommandTimeout: 5 * time.Second,
+		BlockTimeout:   5 * time.Second,
+		DataTimeout:    5 * time.Second,
+	}
+	return e
+}
+
+func (e *env) deliver(t *testing.T, timeout time.Duration, rcpts ...string) (*deliver.Result, *deliver.Error) {
+	t.Helper()
+	return e.deliverBody(t, timeout, strings.NewReader(testBody), rcpts...)
+}
+
+func (e *env) deliverBody(t *testing.T, timeout time.Duration, body io.Reader, rcpts ...string) (*deliver.Result, *deliver.Error) {
+	t.Helper()
+	if len(rcpts) == 0 {
+		rcpts = []string{"user@recv.test"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := e.client.Deliver(ctx, "["+e.onion+"]:25", &deliver.Message{
+		Sender:     "a@sender.test",
+		Recipients: rcpts,
+		Body:       body,
+	})
+	if err != nil {
+		var de *deliver.Error
+		if !errors.As(err, &de) {
+			t.Fatalf("Deliver returned %T %v, want *deliver.Error", err, err)
+		}
+		if !strings.HasPrefix(de.Error(), de.Status+" ") {
+			t.Fatalf("output %q does not start with its status %s", de.Error(), de.Status)
+		}
+		if res != nil {
+			t.Fatalf("Deliver returned a result and an error")
+		}
+		return nil, de
+	}
+	return res, nil
+}
+
+func TestDeliverOK(t *testing.T) {
+	e := newEnv(t, func(s *smtp.Server) {
+		s.EnableSMTPUTF8 = true
+		s.MaxMessageBytes = 1 << 20
+	})
+	res, err := e.deliver(t, 10*time.Second, "user@recv.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.Reply, "250 ") {
+		t.Errorf("reply %q, want the remote's 250", res.Reply)
+	}
+	msgs := e.sink.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("sink has %d messages, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.From != "a@sender.test" || len(m.To) != 1 || m.To[0] != "user@recv.test" {
+		t.Errorf("envelope %q -> %q", m.From, m.To)
+	}
+	if string(m.Data) != testBody {
+		t.Errorf("body %q, want %q (dot-stuffing must be undone by the server)", m.Data, testBody)
+	}
+	if m.Helo != "sender.test" {
+		t.Errorf("EHLO %q, want sender.test", m.Helo)
+	}
+	if m.Opts.Body != smtp.Body8BitMIME {
+		t.Errorf("BODY=%q, want 8BITMIME when offered", m.Opts.Body)
+	}
+	reqs := e.socks.Requests()
+	if len(reqs) != 1 || reqs[0].Host != e.onion || reqs[0].Port != 25 || reqs[0].ATYP != 3 {
+		t.Fatalf("SOCKS requests %+v, want one CONNECT to %s:25 by name", reqs, e.onion)
+	}
+}
+
+func TestDeliverBareLF(t *testing.T) {
+	// Postfix's pipe(8) hands over the message with LF line endings.
+	e := newEnv(t)
+	if _, err := e.deliverBody(t, 10*time.Second, strings.NewReader("Subject: x\n\n.\n..two\nend\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := string(e.sink.Messages()[0].Data)
+	if want := "Subject: x\r\n\r\n.\r\n..two\r\nend\r\n"; got != want {
+		t.Errorf("body %q, want %q", got, want)
+	}
+}
+
+func TestDeliverSize(t *testing.T) {
+	e := newEnv(t, func(s *smtp.Server) { s.MaxMessageBytes = 100 })
+	ctx := context.Background()
+	_, err := e.client.Deliver(ctx, "["+e.onion+"]", &deliver.Message{
+		Sender: "a@sender.test", Recipients: []string{"u@recv.test"}, Size: 5000, Body: strings.NewReader(testBody),
+	})
+	var de *deliver.Error
+	if !errors.As(err, &de) || de.Status != "5.3.4" || de.Temporary() {
+		t.Fatalf("got %v, want 5.3.4 over the server's SIZE", err)
+	}
+	if n := len(e.sink.Messages()); n != 0 {
+		t.Errorf("sink has %d messages", n)
+	}
+
+	e = newEnv(t, func(s *smtp.Server) { s.MaxMessageBytes = 1 << 20 })
+	if _, err := e.client.Deliver(ctx, "["+e.onion+"]", &deliver.Message{
+		Sender: "a@sender.test", Recipients: []string{"u@recv.test"}, Size: 90, Body: strings.NewReader(testBody),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if m := e.sink.Messages(); len(m) != 1 || m[0].Opts.Size != 90 {
+		t.Errorf("messages %+v, want one with MAIL SIZE=90", m)
+	}
+}
+
+func TestDeliverSMTPUTF8(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.deliver(t, 10*time.Second, "jörg@recv.test")
+	if err == nil || err.Status != "5.6.7" {
+		t.Fatalf("got %v, want 5.6.7 when SMTPUTF8 is needed and not offered", err)
+	}
+	e = newEnv(t, func(s *smtp.Server) { s.EnableSMTPUTF8 = true })
+	if _, err := e.deliver(t, 10*time.Second, "jörg@recv.test"); err != nil {
+		t.Fatal(err)
+	}
+	if m := e.sink.Messages(); len(m) != 1 || !m[0].Opts.UTF8 {
+		t.Fatalf("messages %+v, want one sent with SMTPUTF8", m)
+	}
+}
+
+func TestDeliverNullSender(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.client.Deliver(context.Background(), "["+e.onion+"]", &deliver.Message{
+		Recipients: []string{"u@recv.test"}, Body: strings.NewReader(testBody),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := e.sink.Messages(); len(m) != 1 || m[0].From != "" {
+		t.Fatalf("messages %+v, want one with MAIL FROM:<>", m)
+	}
+}
+
+func TestIsolationCredentials(t *testing.T) {
+	e := newEnv(t)
+	other := newOnion(t)
+	for range 2 {
+		e.deliver(t, 10*time.Second)
+	}
+	e.client.Deliver(context.Background(), "["+other+"]:2525", &deliver.Message{
+		Recipients: []string{"u@x.test"}, Body: strings.NewReader(testBody),
+	})
+	reqs := e.socks.Requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d CONNECTs, want 3", len(reqs))
+	}
+	if reqs[0].User == "" || reqs[0].Password == "" {
+		t.Fatalf("no SOCKS credentials: Tor's IsolateSOCKSAuth needs them")
+	}
+	if reqs[0] != reqs[1] {
+		t.Errorf("same destination got different credentials: %+v vs %+v", reqs[0], reqs[1])
+	}
+	if reqs[2].User == reqs[0].User && reqs[2].Password == reqs[0].Password {
+		t.Errorf("different destinations share credentials (and so a circuit)")
+	}
+}
+
+func TestLoopDetection(t *testing.T) {
+	t.Run("greeting", func(t *testing.T) {
+		e := newEnv(t, func(s *smtp.Server) { s.Domain = "SENDER.test" })
+		_, err := e.deliver(t, 10*time.Second)
+		if err == nil || err.Status != "5.4.6" || !strings.Contains(err.Msg, "loops back to myself") {
+			t.Fatalf("got %v, want 5.4.6 mail loop", err)
+		}
+		if e.sink.Connections() != 0 {
+			t.Errorf("EHLO was sent after a looping greeting")
+		}
+	})
+	t.Run("ehlo", func(t *testing.T) {
+		e := newEnv(t)
+		e.setConnect(scripted(t, map[string]string{"EHLO": "250-sender.test hello\r\n250 8BITMIME"}))
+		_, err := e.deliver(t, 10*time.Second)
+		if err == nil || err.Status != "5.4.6" {
+			t.Fatalf("got %v, want 5.4.6 mail loop", err)
+		}
+	})
+}
+
+// scripted returns a proxy behaviour that connects to a hand-written SMTP
+// server: it greets with script["greeting"] (default 220) and answers each
+// command verb (EHLO, MAIL, RCPT, DATA, ".", QUIT) with script[verb] or a
+// default 2xx/354. A reply "hang" never answers, "drop" closes.
+func scripted(t *testing.T, script map[string]string) func(sockstest.Request) sockstest.Response {
+	defaults := map[string]string{
+		"greeting": "220 scripted.test ESMTP",
+		"EHLO":     "250-scripted.test\r\n250 8BITMIME",
+		"HELO":     "250 scripted.test",
+		"MAIL":     "250 2.1.0 Ok",
+		"RCPT":     "250 2.1.5 Ok",
+		"DATA":     "354 End data with <CR><LF>.<CR><LF>",
+		".":        "250 2.0.0 Ok: queued as SCRIPTED",
+		"QUIT":     "221 2.0.0 Bye",
+		"RSET":     "250 2.0.0 Ok",
+	}
+	reply := func(c net.Conn, verb string) bool {
+		r, ok := script[verb]
+		if !ok {
+			r = defaults[verb]
+		}
+		switch r {
+		case "hang":
+			io.Copy(io.Discard, c)
+			return false
+		case "drop", "":
+			return false
+		}
+		_, err := fmt.Fprintf(c, "%s\r\n", r)
+		return err == nil
+	}
+	return func(sockstest.Request) sockstest.Response {
+		return sockstest.Response{Handle: func(c net.Conn) {
+			defer c.Close()
+			if !reply(c, "greeting") {
+				return
+			}
+			br := bufio.NewReader(c)
+			inData := false
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				line = strings.TrimRight(line, "\r\n")
+				verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
+				if inData {
+					if line != "." {
+						continue
+					}
+					inData, verb = false, "."
+				}
+				if i := strings.IndexByte(verb, ':'); i >= 0 {
+					verb = verb[:i]
+				}
+				if !reply(c, verb) {
+					return
+				}
+				if verb == "DATA" && strings.HasPrefix(script["DATA"]+defaults["DATA"], "354") {
+					inData = true
+				}
+			}
+		}}
+	}
+}

@@ -1,0 +1,363 @@
+package deliver_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/smtptest"
+	"github.com/onionmx/onionmx/internal/sockstest"
+)
+
+// zeros is an endless message body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+		if i%72 == 71 {
+			p[i] = '\n'
+		}
+	}
+	return len(p), nil
+}
+
+func reply(code int, ec smtp.EnhancedCode, msg string) error {
+	return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: msg}
+}
+
+// garbage writes a reply that is not SMTP before the server's own.
+func garbage(c *smtp.Conn) error {
+	c.Conn().Write([]byte("this is not smtp\r\n"))
+	return nil
+}
+
+// TestFaults drives a delivery into a failure at every step and checks
+// that Postfix would be told the right thing: the status code's class and
+// detail, the exit status, and whether the sink got the message.
+func TestFaults(t *testing.T) {
+	type hooks func(s *smtptest.Sink) smtptest.Hooks
+	cases := []struct {
+		name    string
+		socks   func(e *env) // changes how the proxy behaves
+		hooks   hooks
+		script  map[string]string // a hand-written server instead of the sink
+		body    io.Reader
+		timeout time.Duration // for the whole delivery; default 20s
+		status  string        // wanted status code, or its prefix
+		exit    int
+		msgs    int    // messages the sink must have accepted
+		text    string // wanted in the output
+	}{
+		// Connecting through Tor.
+		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
+			status: "4.4.1", exit: 75, text: "cannot connect to Tor SocksPort"},
+		{name: "socks 01 general failure", socks: socksReply(0x01), status: "4.4.1", exit: 75, text: "(SOCKS reply 01)"},
+		{name: "socks 04 host unreachable", socks: socksReply(0x04), status: "4.4.1", exit: 75, text: "host unreachable (SOCKS reply 04)"},
+		{name: "socks 05 refused", socks: socksReply(0x05), status: "4.4.1", exit: 75, text: "(SOCKS reply 05)"},
+		{name: "socks 06 ttl expired", socks: socksReply(0x06), status: "4.4.1", exit: 75, text: "(SOCKS reply 06)"},
+		{name: "socks F0 descriptor not found", socks: socksReply(0xF0), status: "4.4.1", exit: 75, text: "onion service descriptor not found (SOCKS reply F0)"},
+		{name: "socks F1 descriptor invalid", socks: socksReply(0xF1), status: "4.4.1", exit: 75, text: "(SOCKS reply F1)"},
+		{name: "socks F2 introduction failed", socks: socksReply(0xF2), status: "4.4.1", exit: 75, text: "(SOCKS reply F2)"},
+		{name: "socks F3 rendezvous failed", socks: socksReply(0xF3), status: "4.4.1", exit: 75, text: "(SOCKS reply F3)"},
+		{name: "socks F4 client auth missing", socks: socksReply(0xF4), status: "5.7.0", exit: 77, text: "(SOCKS reply F4)"},
+		{name: "socks F5 client auth wrong", socks: socksReply(0xF5), status: "5.7.0", exit: 77, text: "(SOCKS reply F5)"},
+		{name: "socks F6 invalid onion", socks: socksReply(0xF6), status: "5.1.2", exit: 68, text: "(SOCKS reply F6)"},
+		{name: "socks F7 introduction timed out", socks: socksReply(0xF7), status: "4.4.1", exit: 75, text: "(SOCKS reply F7)"},
+		{name: "socks connect hangs", socks: func(e *env) {
+			e.setConnect(func(sockstest.Request) sockstest.Response { return sockstest.Response{Hang: true} })
+		}, status: "4.4.1", exit: 75, text: "timed out"},
+
+		// The greeting.
+		{name: "greeting 421", script: map[string]string{"greeting": "421 4.3.2 busy"}, status: "4.3.2", exit: 75, text: "refused to talk to me: 421 4.3.2 busy"},
+		{name: "greeting 554", script: map[string]string{"greeting": "554 5.7.1 go away"}, status: "4.7.1", exit: 75, text: "refused to talk to me: 554 5.7.1 go away"},
+		{name: "greeting garbage", script: map[string]string{"greeting": "hello"}, status: "4.5.0", exit: 75},
+		{name: "greeting drop", script: map[string]string{"greeting": "drop"}, status: "4.4.2", exit: 75, text: "lost connection"},
+		{name: "greeting hang", script: map[string]string{"greeting": "hang"}, status: "4.4.2", exit: 75, text: "timed out while receiving the initial server greeting"},
+
+		// EHLO.
+		{name: "ehlo 550", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Hello: func(*smtp.Conn) error { return reply(550, smtp.EnhancedCode{5, 7, 1}, "no") }}
+		}, status: "5.7.1", exit: 69, text: "(in reply to EHLO command)"},
+		{name: "ehlo 421", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Hello: func(*smtp.Conn) error { return reply(421, smtp.EnhancedCode{4, 3, 0}, "later") }}
+		}, status: "4.3.0", exit: 75},
+		{name: "ehlo not understood, helo works", script: map[string]string{"EHLO": "502 5.5.2 what"}, status: "", exit: 0},
+		{name: "ehlo drop", hooks: func(s *smtptest.Sink) smtptest.Hooks { return smtptest.Hooks{Hello: s.Drop} }, status: "4.4.2", exit: 75, text: "EHLO"},
+		{name: "ehlo hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Hello: func(*smtp.Conn) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "timed out"},
+		{name: "ehlo garbage", script: map[string]string{"EHLO": "nonsense"}, status: "4.5.0", exit: 75},
+
+		// MAIL FROM.
+		{name: "mail 451", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Mail: func(*smtp.Conn, string) error { return reply(451, smtp.EnhancedCode{4, 3, 0}, "try later") }}
+		}, status: "4.3.0", exit: 75, text: "451 4.3.0 try later (in reply to MAIL FROM command)"},
+		{name: "mail 553", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Mail: func(*smtp.Conn, string) error { return reply(553, smtp.EnhancedCode{5, 1, 8}, "bad sender") }}
+		}, status: "5.1.8", exit: 69, text: "(in reply to MAIL FROM command)"},
+		{name: "mail drop", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Mail: func(c *smtp.Conn, _ string) error { return s.Drop(c) }}
+		}, status: "4.4.2", exit: 75, text: "MAIL FROM"},
+		{name: "mail hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Mail: func(*smtp.Conn, string) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "timed out while sending MAIL FROM"},
+		{name: "mail garbage", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Mail: func(c *smtp.Conn, _ string) error { return garbage(c) }}
+		}, status: "4.5.0", exit: 75},
+
+		// RCPT TO.
+		{name: "rcpt 450", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error { return reply(450, smtp.EnhancedCode{4, 2, 0}, "mailbox busy") }}
+		}, status: "4.2.0", exit: 75, text: "(in reply to RCPT TO command)"},
+		{name: "rcpt 550", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(_ *smtp.Conn, to string) error {
+				return reply(550, smtp.EnhancedCode{5, 1, 1}, "<"+to+">: Recipient address rejected")
+			}}
+		}, status: "5.1.1", exit: 67, text: "said: 550 5.1.1 <user@recv.test>: Recipient address rejected (in reply to RCPT TO command)"},
+		{name: "rcpt 550 without enhanced code", script: map[string]string{"RCPT": "550 no such user"}, status: "5.0.0", exit: 69},
+		{name: "rcpt 251", script: map[string]string{"RCPT": "251 2.1.5 will forward"}, status: "", exit: 0},
+		{name: "rcpt drop", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(c *smtp.Conn, _ string) error { return s.Drop(c) }}
+		}, status: "4.4.2", exit: 75, text: "RCPT TO"},
+		{name: "rcpt hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "timed out while sending RCPT TO"},
+		{name: "rcpt garbage", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(c *smtp.Conn, _ string) error { return garbage(c) }}
+		}, status: "4.5.0", exit: 75},
+
+		// DATA.
+		{name: "data 451", script: map[string]string{"DATA": "451 4.3.0 not now"}, status: "4.3.0", exit: 75, text: "(in reply to DATA command)"},
+		{name: "data 554", script: map[string]string{"DATA": "554 5.7.1 no thanks"}, status: "5.7.1", exit: 69, text: "(in reply to DATA command)"},
+		{name: "data drop", script: map[string]string{"DATA": "drop"}, status: "4.4.2", exit: 75, text: "DATA"},
+		{name: "data hang", script: map[string]string{"DATA": "hang"}, status: "4.4.2", exit: 75, text: "timed out"},
+		{name: "data garbage", script: map[string]string{"DATA": "~~~~"}, status: "4.5.0", exit: 75},
+
+		// The body.
+		{name: "body drop", body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Body: func(c *smtp.Conn, r io.Reader) error {
+				io.CopyN(io.Discard, r, 1<<20)
+				return s.Drop(c)
+			}}
+		}, status: "4.4.2", exit: 75, text: "while sending message body"},
+		{name: "body stalls", body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Body: func(*smtp.Conn, io.Reader) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "timed out while sending message body"},
+
+		// The end of data: the reply decides.
+		{name: "dot 451", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error { return reply(451, smtp.EnhancedCode{4, 3, 0}, "local error") }}
+		}, status: "4.3.0", exit: 75, text: "(in reply to end of DATA command)"},
+		{name: "dot 554", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error { return reply(554, smtp.EnhancedCode{5, 6, 0}, "content rejected") }}
+		}, status: "5.6.0", exit: 69, text: "554 5.6.0 content rejected (in reply to end of DATA command)"},
+		{name: "dot drop before reply", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Data: func(c *smtp.Conn, _ *smtptest.Message) error { return s.Drop(c) }}
+		}, status: "4.4.2", exit: 75, text: "message may be sent more than once"},
+		{name: "dot hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "timed out while sending end of data -- message may be sent more than once"},
+		{name: "dot garbage", hooks: func(*smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Data: func(c *smtp.Conn, _ *smtptest.Message) error { return garbage(c) }}
+		}, status: "4.5.0", exit: 75, msgs: 1, text: "message may be sent more than once"},
+		{name: "dot 251", script: map[string]string{".": "251 2.0.0 queued elsewhere"}, status: "", exit: 0},
+
+		// After the 2xx: delivered, whatever QUIT does.
+		{name: "quit hang", script: map[string]string{"QUIT": "hang"}, status: "", exit: 0},
+		{name: "quit drop", script: map[string]string{"QUIT": "drop"}, status: "", exit: 0},
+
+		// The whole delivery's deadline, with per-command timeouts far away.
+		{name: "overall deadline", timeout: 500 * time.Millisecond, hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "delivery deadline"},
+		{name: "overall deadline in body", timeout: 500 * time.Millisecond, body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+			return smtptest.Hooks{Body: func(*smtp.Conn, io.Reader) error { return s.Hang() }}
+		}, status: "4.4.2", exit: 75, text: "delivery deadline"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			short := 1 * time.Second
+			if tc.timeout != 0 {
+				short = time.Minute // only the overall deadline may fire
+			}
+			e.client.ConnectTimeout, e.client.CommandTimeout = short, short
+			e.client.BlockTimeout, e.client.DataTimeout = short, short
+			if tc.socks != nil {
+				tc.socks(e)
+			}
+			if tc.hooks != nil {
+				e.sink.SetHooks(tc.hooks(e.sink))
+			}
+			if tc.script != nil {
+				e.setConnect(scripted(t, tc.script))
+			}
+			body := tc.body
+			if body == nil {
+				body = strings.NewReader(testBody)
+			}
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 20 * time.Second
+			}
+			res, err := e.deliverBody(t, timeout, body)
+			if tc.exit == 0 {
+				if err != nil {
+					t.Fatalf("got %q (exit %d), want delivered", err, err.Exit)
+				}
+				if !strings.HasPrefix(res.Reply, "2") {
+					t.Errorf("reply %q, want 2xx", res.Reply)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("delivered (%s), want %s", res.Reply, tc.status)
+			}
+			t.Logf("exit %d: %s", err.Exit, err)
+			if !strings.HasPrefix(err.Status, tc.status) || err.Exit != tc.exit {
+				t.Errorf("got %q exit %d, want %s exit %d", err, err.Exit, tc.status, tc.exit)
+			}
+			if err.Temporary() != (tc.exit == 75) {
+				t.Errorf("Temporary() = %v with exit %d", err.Temporary(), err.Exit)
+			}
+			if !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("output %q does not contain %q", err, tc.text)
+			}
+			if n := len(e.sink.Messages()); n != tc.msgs {
+				t.Errorf("sink accepted %d messages, want %d", n, tc.msgs)
+			}
+		})
+	}
+}
+
+func socksReply(code byte) func(e *env) {
+	return func(e *env) {
+		e.setConnect(func(sockstest.Request) sockstest.Response { return sockstest.Response{Reply: code} })
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestQuitNotAwaited checks that a delivery ends right after the 2xx to the
+// end of data, without waiting for the reply to QUIT.
+func TestQuitNotAwaited(t *testing.T) {
+	e := newEnv(t)
+	e.setConnect(scripted(t, map[string]string{"QUIT": "hang"}))
+	e.client.CommandTimeout = time.Hour
+	done := make(chan *deliver.Error, 1)
+	go func() {
+		_, err := e.deliver(t, time.Hour)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("still waiting for the reply to QUIT after a minute")
+	}
+}
+
+// TestReadErrorSendsNoDot checks that a message that cannot be read to its
+// end is never terminated: the server must not get a truncated message.
+func TestReadErrorSendsNoDot(t *testing.T) {
+	e := newEnv(t)
+	body := io.MultiReader(strings.NewReader("Subject: partial\r\n\r\nfirst half\r\n"), errReader{})
+	_, err := e.deliverBody(t, 10*time.Second, body)
+	if err == nil || !err.Temporary() {
+		t.Fatalf("got %v, want a temporary failure", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(e.sink.Messages()); n != 0 {
+		t.Fatalf("sink accepted %d messages from a partial body", n)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// TestRecipientsAllOrNothing checks that with several recipients one
+// rejection stops the delivery before DATA, names every rejected
+// recipient, and is temporary if any rejection was.
+func TestRecipientsAllOrNothing(t *testing.T) {
+	rcptHook := func(*smtptest.Sink) smtptest.Hooks {
+		return smtptest.Hooks{Rcpt: func(_ *smtp.Conn, to string) error {
+			switch {
+			case strings.HasPrefix(to, "gone"):
+				return reply(550, smtp.EnhancedCode{5, 1, 1}, "<"+to+">: unknown")
+			case strings.HasPrefix(to, "full"):
+				return reply(452, smtp.EnhancedCode{4, 2, 2}, "<"+to+">: mailbox full")
+			}
+			return nil
+		}}
+	}
+	for _, tc := range []struct {
+		rcpts  []string
+		status string
+		exit   int
+	}{
+		{[]string{"ok@recv.test", "gone@recv.test", "ok2@recv.test"}, "5.1.1", 67},
+		{[]string{"gone@recv.test", "full@recv.test", "ok@recv.test"}, "4.2.2", 75},
+		{[]string{"gone@recv.test", "gone2@recv.test"}, "5.1.1", 67},
+	} {
+		e := newEnv(t)
+		e.sink.SetHooks(rcptHook(e.sink))
+		_, err := e.deliver(t, 10*time.Second, tc.rcpts...)
+		if err == nil || err.Status != tc.status || err.Exit != tc.exit {
+			t.Errorf("%v: got %v (exit %d), want %s exit %d", tc.rcpts, err, errExit(err), tc.status, tc.exit)
+			continue
+		}
+		for _, r := range tc.rcpts {
+			if rejected := !strings.HasPrefix(r, "ok"); rejected != strings.Contains(err.Msg, "<"+r+">") {
+				t.Errorf("%v: output %q names %s: %v", tc.rcpts, err.Msg, r, !rejected)
+			}
+		}
+		if n := len(e.sink.Messages()); n != 0 {
+			t.Errorf("%v: sink accepted %d messages", tc.rcpts, n)
+		}
+	}
+}
+
+func errExit(e *deliver.Error) int {
+	if e == nil {
+		return 0
+	}
+	return e.Exit
+}
+
+// TestNeverDialsClearNet checks that a route to anything but a v3 onion is
+// refused before any connection.
+func TestNeverDialsClearNet(t *testing.T) {
+	e := newEnv(t)
+	for _, nh := range []string{"[192.0.2.1]", "[mail.example.org]:25", "[expyuzz4wqqyqhjn.onion]", "mail.example.onion"} {
+		_, err := e.client.Deliver(context.Background(), nh, &deliver.Message{
+			Recipients: []string{"u@example.org"}, Body: strings.NewReader(testBody),
+		})
+		de := deliver.AsError(err)
+		if err == nil || de.Status != "5.4.4" {
+			t.Errorf("nexthop %s: got %v, want 5.4.4", nh, err)
+		}
+	}
+	if n := len(e.socks.Requests()); n != 0 {
+		t.Fatalf("%d CONNECTs to the proxy, want none", n)
+	}
+}
