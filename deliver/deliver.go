@@ -321,9 +321,10 @@ func (c *Client) session(ctx context.Context, domain string, t lookup.Target, ms
 		return nil, s.commandError("DATA", "sending DATA command", err)
 	}
 	body := &readErrReader{r: msg.Body}
-	sc.mute(true, "[message body]")
+	// The body and its final dot stay out of the transcript; go-smtp
+	// buffers, so they leave only as the dot is sent.
+	sc.mute(true, "[message body, then .]")
 	_, err = io.Copy(w, body)
-	sc.mute(false, "")
 	if body.err != nil {
 		// Never send the final dot after a partial body: closing the
 		// connection without it makes the server discard the message.
@@ -334,6 +335,7 @@ func (c *Client) session(ctx context.Context, domain string, t lookup.Target, ms
 		return nil, s.netError("sending message body", err)
 	}
 	resp, err := w.CloseWithResponse()
+	sc.mute(false, "")
 	var reply string
 	var r *smtp.SMTPError
 	switch {

@@ -153,10 +153,14 @@ func TestFaults(t *testing.T) {
 
 		// The end of data: the reply decides.
 		{name: "dot 451", hooks: func(*smtptest.Sink) smtptest.Hooks {
-			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error { return reply(451, smtp.EnhancedCode{4, 3, 0}, "local error") }}
+			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error {
+				return reply(451, smtp.EnhancedCode{4, 3, 0}, "local error")
+			}}
 		}, status: "4.3.0", exit: 75, text: "(in reply to end of DATA command)"},
 		{name: "dot 554", hooks: func(*smtptest.Sink) smtptest.Hooks {
-			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error { return reply(554, smtp.EnhancedCode{5, 6, 0}, "content rejected") }}
+			return smtptest.Hooks{Data: func(*smtp.Conn, *smtptest.Message) error {
+				return reply(554, smtp.EnhancedCode{5, 6, 0}, "content rejected")
+			}}
 		}, status: "5.6.0", exit: 69, text: "554 5.6.0 content rejected (in reply to end of DATA command)"},
 		{name: "dot drop before reply", hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Data: func(c *smtp.Conn, _ *smtptest.Message) error { return s.Drop(c) }}

@@ -44,7 +44,8 @@ func (e *MapError) Unwrap() error { return e.Err }
 //
 //   - Postfix transport-map text, as in the community's old tor_transport
 //     file: "domain  transport:[x.onion]:port", "domain [x.onion]" or
-//     "domain x.onion"; the transport word is ignored. Blank lines and lines
+//     "domain x.onion"; the transport word is ignored, and an empty nexthop
+//     ("domain smtptor:") means the domain's own route, as in Postfix. Blank lines and lines
 //     whose first non-blank character is "#" are ignored, and a line that
 //     starts with white space continues the previous one (postmap(1)). A key
 //     ".example.org" matches the subdomains of example.org.
@@ -83,7 +84,8 @@ func (m *Map) Len() int { return len(m.entries) }
 
 // Lookup returns the nexthop a map gives for domain (normalized), and where
 // it comes from ("file:line"). Like a Postfix transport map, an exact key
-// matches first, then ".parent" keys from the nearest parent up.
+// matches first, then ".parent" keys from the nearest parent up. A zero
+// Nexthop (an entry with an empty nexthop) means the domain itself.
 func (m *Map) Lookup(domain string) (Nexthop, string, bool) {
 	if e, ok := m.entries[domain]; ok {
 		return e.nexthop, fmt.Sprintf("%s:%d", m.Name, e.line), true
@@ -185,14 +187,14 @@ func (m *Map) parseTransportLine(line string, lineNo int) error {
 	if parent {
 		domain = "." + domain
 	}
-	nexthop := transportNexthop(value)
-	if nexthop == "" {
-		return fail("%q has no nexthop after the transport name", key)
+	var nh Nexthop
+	if nexthop := transportNexthop(value); nexthop != "" {
+		if nh, err = ParseNexthop(nexthop); err != nil {
+			return fail("%v", err)
+		}
 	}
-	nh, err := ParseNexthop(nexthop)
-	if err != nil {
-		return fail("%v", err)
-	}
+	// An empty nexthop ("example.org smtptor:", ".onion smtptor:") means,
+	// as in Postfix, the domain itself: nh stays zero.
 	m.add(domain, nh, lineNo)
 	return nil
 }

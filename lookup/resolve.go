@@ -165,10 +165,14 @@ func (route *Route) add(host string, port uint16) {
 	route.Targets = append(route.Targets, Target{Host: host, Port: port})
 }
 
-// fromMaps adds the target of the first map that knows the domain.
+// fromMaps adds the target of the first map that knows the domain. An
+// entry with an empty nexthop sends the domain on to its SRV records.
 func (r *Resolver) fromMaps(route *Route) bool {
 	for _, m := range r.Maps {
 		if nh, where, ok := m.Lookup(route.Domain); ok {
+			if nh.Host == "" {
+				return false
+			}
 			route.Source = "static map " + where
 			route.add(nh.Host, nh.Port)
 			return true
