@@ -28,7 +28,6 @@ func TestMain(m *testing.M) {
 //	exits N prog args...  runs prog and fails unless it exits with status N
 //	delivered N           fails unless the sink accepted N messages
 func TestScripts(t *testing.T) {
-	sinks := map[string]*smtptest.Sink{}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
@@ -51,7 +50,6 @@ func TestScripts(t *testing.T) {
 			env.Setenv("ONION", onion)
 			env.Setenv("SOCKS", socks.Addr)
 			env.Values["sink"] = sink
-			sinks[env.WorkDir] = sink
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -79,7 +77,7 @@ func TestScripts(t *testing.T) {
 				if neg || len(args) != 1 {
 					ts.Fatalf("usage: delivered N")
 				}
-				sink := sinks[ts.Getenv("WORK")]
+				sink := ts.Value("sink").(*smtptest.Sink)
 				if n := len(sink.Messages()); strconv.Itoa(n) != args[0] {
 					ts.Fatalf("the sink accepted %d messages, want %s", n, args[0])
 				}

@@ -64,8 +64,8 @@ func New(t testing.TB, configure ...func(*smtp.Server)) *Sink {
 	s := &Sink{done: make(chan struct{})}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = "sink.test"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
+	srv.ReadTimeout = 5 * time.Minute
+	srv.WriteTimeout = 5 * time.Minute
 	for _, f := range configure {
 		f(srv)
 	}
