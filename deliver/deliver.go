@@ -530,10 +530,8 @@ func ok2xx(err error) error {
 func textReply(code int, text string) *smtp.SMTPError {
 	r := &smtp.SMTPError{Code: code, Message: text}
 	if first, rest, ok := strings.Cut(text, " "); ok {
-		var ec smtp.EnhancedCode
-		if n, _ := fmt.Sscanf(first, "%d.%d.%d", &ec[0], &ec[1], &ec[2]); n == 3 && strings.Count(first, ".") == 2 {
-			r.EnhancedCode = ec
-			r.Message = rest
+		if ec, ok := parseEnhanced(first); ok {
+			r.EnhancedCode, r.Message = ec, rest
 		}
 	}
 	return r

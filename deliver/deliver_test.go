@@ -312,3 +312,53 @@ func scripted(t *testing.T, script map[string]string) func(sockstest.Request) so
 		}}
 	}
 }
+
+func TestSTARTTLS(t *testing.T) {
+	withTLS := func(t *testing.T) func(*smtp.Server) {
+		cfg := smtptest.SelfSignedTLS(t)
+		return func(s *smtp.Server) { s.TLSConfig = cfg }
+	}
+	for _, tc := range []struct {
+		name    string
+		offered bool
+		mode    deliver.TLSMode
+		status  string // "" delivered
+		tls     bool
+	}{
+		{"none, offered", true, deliver.TLSNone, "", false},
+		{"may, offered", true, deliver.TLSMay, "", true},
+		{"may, not offered", false, deliver.TLSMay, "", false},
+		{"require, offered", true, deliver.TLSRequire, "", true},
+		{"require, not offered", false, deliver.TLSRequire, "4.7.4", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e *env
+			if tc.offered {
+				e = newEnv(t, withTLS(t))
+			} else {
+				e = newEnv(t)
+			}
+			e.client.TLS = tc.mode
+			_, err := e.deliver(t, 10*time.Second)
+			if tc.status != "" {
+				if err == nil || err.Status != tc.status || !err.Temporary() {
+					t.Fatalf("got %v, want %s", err, tc.status)
+				}
+				if n := len(e.sink.Messages()); n != 0 {
+					t.Fatalf("sink accepted %d messages", n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := e.sink.Messages()
+			if len(m) != 1 || m[0].TLS != tc.tls || m[0].Helo != "sender.test" {
+				t.Fatalf("messages %+v, want one with TLS=%v", m, tc.tls)
+			}
+			if string(m[0].Data) != testBody {
+				t.Fatalf("body %q", m[0].Data)
+			}
+		})
+	}
+}

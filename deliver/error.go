@@ -113,11 +113,38 @@ func replyStatus(r *smtp.SMTPError) string {
 		// protocol went wrong, and the outcome is uncertain.
 		class = 4
 	}
-	ec := r.EnhancedCode
-	if ec == smtp.NoEnhancedCode || ec == smtp.EnhancedCodeNotSet || ec[0] < 2 || ec[0] > 5 {
+	ec, ok := enhancedCode(r)
+	if !ok {
 		return fmt.Sprintf("%d.0.0", class)
 	}
 	return fmt.Sprintf("%d.%d.%d", class, ec[1], ec[2])
+}
+
+// enhancedCode returns the reply's RFC 3463 code. go-smtp parses it from
+// the first line only; some servers (go-smtp's own among them) put it on
+// the last line of a multi-line reply, so the other lines are tried too.
+func enhancedCode(r *smtp.SMTPError) (smtp.EnhancedCode, bool) {
+	if validEnhanced(r.EnhancedCode) {
+		return r.EnhancedCode, true
+	}
+	for _, line := range strings.Split(r.Message, "\n") {
+		word, _, _ := strings.Cut(line, " ")
+		if ec, ok := parseEnhanced(word); ok {
+			return ec, true
+		}
+	}
+	return smtp.EnhancedCode{}, false
+}
+
+// parseEnhanced parses an RFC 3463 code, "class.subject.detail".
+func parseEnhanced(word string) (smtp.EnhancedCode, bool) {
+	var ec smtp.EnhancedCode
+	n, _ := fmt.Sscanf(word, "%d.%d.%d", &ec[0], &ec[1], &ec[2])
+	return ec, n == 3 && strings.Count(word, ".") == 2 && validEnhanced(ec)
+}
+
+func validEnhanced(ec smtp.EnhancedCode) bool {
+	return ec[0] >= 2 && ec[0] <= 5 && ec[1] >= 0 && ec[1] <= 999 && ec[2] >= 0 && ec[2] <= 999
 }
 
 // replyText rebuilds the remote's reply as one line: code, enhanced code,
@@ -125,7 +152,7 @@ func replyStatus(r *smtp.SMTPError) string {
 func replyText(r *smtp.SMTPError) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%03d", r.Code)
-	if ec := r.EnhancedCode; ec != smtp.NoEnhancedCode && ec != smtp.EnhancedCodeNotSet {
+	if ec := r.EnhancedCode; validEnhanced(ec) {
 		fmt.Fprintf(&b, " %d.%d.%d", ec[0], ec[1], ec[2])
 	}
 	if r.Message != "" {

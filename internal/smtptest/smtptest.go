@@ -4,7 +4,14 @@
 package smtptest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"io"
 	"net"
 	"sync"
@@ -27,6 +34,7 @@ type Message struct {
 	SHA256 [32]byte
 	Data   []byte // nil when Size > 1 MiB
 	Helo   string
+	TLS    bool // the message came over STARTTLS
 }
 
 // Hooks decide what the sink answers. A nil hook accepts. A hook may
@@ -103,6 +111,28 @@ func (s *Sink) Connections() int {
 	return s.conn
 }
 
+// SelfSignedTLS returns a server TLS configuration with a fresh
+// self-signed certificate, for testing STARTTLS.
+func SelfSignedTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "sink.test"},
+		DNSNames:     []string{"sink.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
 // Hang blocks until the test ends: the step never answers.
 func (s *Sink) Hang() error {
 	<-s.done
@@ -165,6 +195,7 @@ func (x *session) Data(r io.Reader) error {
 		return h(x.c, r)
 	}
 	m := x.msg
+	_, m.TLS = x.c.TLSConnectionState()
 	hash := sha256.New()
 	var keep limitedBuffer
 	n, err := io.Copy(io.MultiWriter(hash, &keep), r)
