@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# e2e/run.sh: end-to-end test of onionmx on one machine, as root, with no
+# internet: a private Tor network on loopback, a receiving Postfix behind an
+# onion service, a sending Postfix that uses onionmx, and dnsmasq publishing
+# the _onion-mx._tcp SRV records.
+#
+# Usage:
+#   e2e/run.sh                    install, build, bring up, check, run all
+#                                 scenarios, tear down (what CI runs)
+#   e2e/run.sh SCENARIO...        the same, with only these scenarios
+#   e2e/run.sh --infra            bring up, check the infrastructure, tear down
+#   e2e/run.sh --up               bring up, check, and leave it all running;
+#                                 prints the ports and paths and writes
+#                                 $WORK/env.sh (source it in a shell)
+#   e2e/run.sh --scenarios WORK [SCENARIO...]
+#                                 run scenarios against a --up environment
+#   e2e/run.sh --down WORK        stop everything a --up started
+#   e2e/run.sh --list             list the scenarios
+#
+# Environment:
+#   ONIONMX_BIN=PATH              use this binary instead of `go build`
+#                                 (e2e/testdata/fake-onionmx tests the harness
+#                                 itself and runs the self-test scenarios)
+#   ONIONMX_MASTER_EXAMPLE=FILE   master.cf fragment (default: the repository's
+#                                 postfix-master.cf.example)
+#   ONIONMX_MAIN_EXAMPLE=FILE     main.cf lines (default: the repository's
+#                                 postfix-main.cf.example, else the "# main.cf:"
+#                                 comment block of the master.cf fragment)
+#   E2E_WORK=DIR                  work directory (default: mktemp -d)
+#   E2E_KEEP=1                    keep the work directory after a run
+#   E2E_SKIP_INSTALL=1            do not check/install Debian packages
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/.." && pwd)
+# shellcheck source=./lib.sh
+. "$E2E_DIR/lib.sh"
+# shellcheck source=./tornet.sh
+. "$E2E_DIR/tornet.sh"
+# shellcheck source=./postfix.sh
+. "$E2E_DIR/postfix.sh"
+# shellcheck source=./dns.sh
+. "$E2E_DIR/dns.sh"
+# shellcheck source=./scenarios.sh
+. "$E2E_DIR/scenarios.sh"
+
+usage() {
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit "${1:-0}"
+}
+
+# ---------------------------------------------------------------------------
+# Bring-up
+
+build_onionmx() {
+	if [[ -n ${ONIONMX_BIN:-} ]]; then
+		[[ -x $ONIONMX_BIN ]] || die "ONIONMX_BIN=$ONIONMX_BIN is not executable"
+		cp "$ONIONMX_BIN" "$WORK/onionmx"
+		say "using ONIONMX_BIN=$ONIONMX_BIN"
+	else
+		say "building onionmx"
+		(cd "$REPO" && go build -o "$WORK/onionmx" .) || die "go build failed"
+	fi
+	# The pipe and spawn services run it as nobody.
+	chmod 755 "$WORK/onionmx"
+}
+
+# The configuration the other half of the project ships. Both files are used
+# as they are, but for the rewrite in pf_rewrite_example.
+# The main.cf lines: ONIONMX_MAIN_EXAMPLE, else the repository's
+# postfix-main.cf.example, else the "# main.cf:" comment block of the
+# master.cf fragment.
+find_examples() {
+	MASTER_EXAMPLE=${ONIONMX_MASTER_EXAMPLE:-$REPO/postfix-master.cf.example}
+	[[ -f $MASTER_EXAMPLE ]] || die "no master.cf fragment at $MASTER_EXAMPLE (set ONIONMX_MASTER_EXAMPLE)"
+	MAIN_EXAMPLE=${ONIONMX_MAIN_EXAMPLE:-$REPO/postfix-main.cf.example}
+	if [[ -z ${ONIONMX_MAIN_EXAMPLE:-} && ! -f $MAIN_EXAMPLE ]]; then
+		MAIN_EXAMPLE=$WORK/main.cf.from-comments
+		pf_main_from_comments "$MASTER_EXAMPLE" >"$MAIN_EXAMPLE"
+		[[ -s $MAIN_EXAMPLE ]] || die "no main.cf lines: no postfix-main.cf.example, no '# main.cf:' block in $MASTER_EXAMPLE (set ONIONMX_MAIN_EXAMPLE)"
+	fi
+	[[ -f $MAIN_EXAMPLE ]] || die "no main.cf lines at $MAIN_EXAMPLE"
+}
+
+# postfix_up: both Postfix instances (needs the ports and $WORK/onionmx).
+postfix_up() {
+	pf_rewrite_example "$MASTER_EXAMPLE" "$WORK/master.cf.example" "$WORK/onionmx" \
+		"127.0.0.1:$TOR_SOCKS_PORT" "127.0.0.1:$DNS_PORT"
+	pf_rewrite_example "$MAIN_EXAMPLE" "$WORK/main.cf.example" "$WORK/onionmx" \
+		"127.0.0.1:$TOR_SOCKS_PORT" "127.0.0.1:$DNS_PORT" "$WORK/send/etc"
+	pf_setup_sender "$WORK/master.cf.example" "$WORK/main.cf.example"
+	pf_start "$SEND_DIR"
+	say "sending postfix up ($SEND_DIR)"
+	pf_setup_receiver
+	pf_start "$RECV_DIR"
+	wait_for 20 "receiver smtpd on $RECV_SMTP_PORT" smtp_listening "$RECV_SMTP_PORT" ||
+		die "receiving postfix does not listen on $RECV_SMTP_PORT"
+	say "receiving postfix up on 127.0.0.1:$RECV_SMTP_PORT ($RECV_DIR)"
+
+}
+
+up() {
+	WORK=${E2E_WORK:-$(mktemp -d /tmp/onionmx-e2e.XXXXXX)}
+	mkdir -p "$WORK"
+	# mktemp makes it 0700; the pipe/spawn services (user=nobody) and the
+	# virtual delivery agent must get through it.
+	chmod 755 "$WORK"
+	: >"$WORK/pids"
+	say "work directory $WORK"
+
+	find_examples
+	[[ ${E2E_SKIP_INSTALL:-} == 1 ]] || ensure_packages
+	build_onionmx
+
+	local ports
+	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 4)))"
+	RECV_SMTP_PORT=${ports[-2]}
+	DNS_PORT=${ports[-1]}
+	tornet_init "${ports[@]:0:$((2 * TOR_NAUTH + TOR_NRELAY + 2))}"
+	tornet_start_core
+
+	# Neither Postfix needs anything from Tor but the onion name, which the
+	# receiver gets by a reload later: set them up while the authorities
+	# vote, in the background so that the consensus is seen when it comes.
+	SEND_DIR=$WORK/send RECV_DIR=$WORK/recv
+	postfix_up &
+	PF_JOB=$!
+	tornet_wait_consensus
+	tornet_start_edge
+	wait "$PF_JOB" || die "the Postfix instances did not come up"
+	PF_JOB=
+	pf_receiver_add_domain "$TOR_ONION"
+	dns_start
+	say "dnsmasq up on 127.0.0.1:$DNS_PORT"
+	tornet_wait_ready
+	write_env
+	say "TIMING tor network: consensus ${TOR_T_CONSENSUS}s, descriptor ${TOR_T_DESC}s, first onion connection ${TOR_T_READY}s (from the authorities' start); whole bring-up $(elapsed_since "$E2E_T0")s"
+}
+
+write_env() {
+	cat >"$WORK/env.sh" <<-EOF
+		# Written by e2e/run.sh --up; source it to use the helpers below, e.g.
+		#   . $WORK/env.sh; t=\$(mail_send alice@send.onionmx.test bob@recv.onionmx.test)
+		export WORK=$WORK
+		export SEND_DIR=$SEND_DIR RECV_DIR=$RECV_DIR
+		export TOR_DIR=$TOR_DIR TOR_ONION=$TOR_ONION
+		export TOR_SOCKS_PORT=$TOR_SOCKS_PORT TOR_CONTROL_PORT=$TOR_CONTROL_PORT
+		export RECV_SMTP_PORT=$RECV_SMTP_PORT DNS_PORT=$DNS_PORT
+		export ONIONMX=$WORK/onionmx
+		E2E_DIR=$E2E_DIR
+		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
+	EOF
+}
+
+print_env() {
+	cat <<-EOF
+		onionmx e2e environment is up. Work directory: $WORK
+		  onion service        $TOR_ONION  (port 25 -> 127.0.0.1:$RECV_SMTP_PORT)
+		  Tor SocksPort        127.0.0.1:$TOR_SOCKS_PORT (ExtendedErrors)
+		  Tor ControlPort      127.0.0.1:$TOR_CONTROL_PORT (cookie $TOR_DIR/client/control_auth_cookie)
+		  dnsmasq              127.0.0.1:$DNS_PORT  (log $WORK/dns/dnsmasq.log)
+		  receiving Postfix    MAIL_CONFIG=$RECV_DIR/etc  smtpd 127.0.0.1:$RECV_SMTP_PORT  log $RECV_DIR/maillog
+		                       mailboxes $RECV_DIR/mail/{bob,postmaster}/ (Maildir)
+		  sending Postfix      MAIL_CONFIG=$SEND_DIR/etc log $SEND_DIR/maillog
+		                       bounces to alice@send.onionmx.test: $SEND_DIR/mail/alice/
+		  onionmx binary       $WORK/onionmx
+		  Tor logs             $TOR_DIR/*/notice.log, $TOR_DIR/{hs,client}/info.log
+		Try:
+		  . $WORK/env.sh
+		  printf 'Subject: hi\n\nhello\n' | sendmail -C \$SEND_DIR/etc -f alice@send.onionmx.test bob@recv.onionmx.test
+		  $E2E_DIR/socks5probe.sh 127.0.0.1:$TOR_SOCKS_PORT $TOR_ONION 25
+		  $0 --scenarios $WORK            # all scenarios
+		  $0 --down $WORK                 # stop everything
+	EOF
+}
+
+# ---------------------------------------------------------------------------
+# Tear-down: every process recorded in $WORK/pids, by pid, nothing else.
+
+down() {
+	[[ -n ${WORK:-} && -f $WORK/pids ]] || return 0
+	# A Postfix still being started in the background would register its
+	# master after we read the list: let it finish first.
+	[[ -z ${PF_JOB:-} ]] || wait "$PF_JOB" 2>/dev/null || true
+	local name pf others=()
+	# Postfix first, by its own stop command; the rest all at once. fd 9:
+	# nothing in the loop may eat the list from stdin (script(1) would).
+	while read -r name pf <&9; do
+		case $name in
+		postfix-*) pf_stop "${pf%/queue/pid/master.pid}" ;;
+		*) others+=("$name" "$pf") ;;
+		esac
+	done 9<"$WORK/pids"
+	((${#others[@]} == 0)) || stop_pidfiles "${others[@]}"
+}
+
+show_logs() {
+	[[ -n ${WORK:-} && -d $WORK ]] || return 0
+	local f
+	for f in "$WORK"/tor/*/notice.log "$WORK"/tor/hs/info.log "$WORK"/tor/client/info.log \
+		"$WORK"/send/maillog "$WORK"/recv/maillog "$WORK"/dns/dnsmasq.log; do
+		[[ -s $f ]] || continue
+		echo "----- tail $f" >&2
+		grep -vE '\[(debug)\]' "$f" | tail -n 15 >&2
+	done
+}
+
+on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((rc != 0)); then
+		show_logs
+		say "failed (exit $rc)"
+	fi
+	down
+	if [[ -n ${WORK:-} && ${E2E_KEEP:-} != 1 && $rc == 0 ]]; then
+		rm -rf "$WORK"
+	elif [[ -n ${WORK:-} ]]; then
+		say "work directory kept: $WORK"
+	fi
+	exit "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Scenarios
+
+run_scenarios() {
+	local names=("$@") n passed=0 failed=0 failed_names=()
+	if ((${#names[@]} == 0)); then
+		if [[ $(basename "${ONIONMX_BIN:-}") == fake-onionmx ]]; then
+			names=("${SELFTEST_SCENARIOS[@]}")
+		else
+			names=("${SCENARIOS[@]}")
+		fi
+	fi
+	for n in "${names[@]}"; do
+		declare -F "scenario_$n" >/dev/null || die "no scenario $n (try --list)"
+		local t0
+		t0=$(date +%s.%N)
+		say "scenario $n"
+		if ("scenario_$n"); then
+			passed=$((passed + 1))
+			say "  ok $n ($(elapsed_since "$t0")s)"
+		else
+			failed=$((failed + 1))
+			failed_names+=("$n")
+			say "  FAILED $n ($(elapsed_since "$t0")s)"
+		fi
+	done
+	echo "e2e: ${passed} passed, ${failed} failed"
+	((failed == 0)) || {
+		say "failed: ${failed_names[*]}"
+		return 1
+	}
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+	local mode=all
+	case ${1:-} in
+	-h | --help) usage ;;
+	--list)
+		printf '%s\n' "${SCENARIOS[@]}" "${SELFTEST_SCENARIOS[@]}"
+		exit 0
+		;;
+	--up | --infra) mode=${1#--}; shift ;;
+	--down)
+		WORK=${2:?usage: run.sh --down WORK}
+		down
+		say "stopped everything listed in $WORK/pids (work directory left in place)"
+		exit 0
+		;;
+	--scenarios)
+		WORK=${2:?usage: run.sh --scenarios WORK [SCENARIO...]}
+		shift 2
+		# shellcheck source=/dev/null
+		. "$WORK/env.sh"
+		run_scenarios "$@"
+		exit
+		;;
+	-*) usage 64 ;;
+	esac
+	[[ $(id -u) == 0 ]] || die "run as root (installs packages, runs Postfix)"
+
+	if [[ $mode == up ]]; then
+		trap 'rc=$?; if ((rc)); then show_logs; down; fi' EXIT
+		up
+		check_infra
+		print_env
+		trap - EXIT
+		return 0
+	fi
+	trap on_exit EXIT
+	trap 'exit 130' INT TERM
+	up
+	check_infra
+	[[ $mode == infra ]] && return 0
+	run_scenarios "$@"
+}
+
+main "$@"
