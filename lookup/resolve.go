@@ -190,8 +190,13 @@ func (r *Resolver) fromSRV(ctx context.Context, route *Route) error {
 	_, srvs, err := r.DNS.LookupSRV(ctx, "", "", name)
 	if err != nil {
 		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-			return &Error{Domain: route.Domain, Looked: route.Source, Err: errors.New("no such record")}
+		if errors.As(err, &dnsErr) {
+			if dnsErr.IsNotFound {
+				return &Error{Domain: route.Domain, Looked: route.Source, Err: errors.New("no such record")}
+			}
+			// Go's message names resolv.conf's server even when a custom
+			// Dial sent the query elsewhere (--dns); keep only the cause.
+			err = errors.New(dnsErr.Err)
 		}
 		// Go's resolver returns the records it could parse together with
 		// an error for those it could not; use what parsed.
