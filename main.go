@@ -100,6 +100,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			deliverCommand(),
+			lookupCommand(),
+			socketmapCommand(),
+			tcptableCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {

@@ -1,0 +1,308 @@
+// Package lookupd answers Postfix's table lookups for transport_maps, so that
+// Postfix sends a message to the onionmx transport only when the recipient
+// domain has an onion route, and to its default transport otherwise. It
+// speaks two of Postfix's client/server table protocols, socketmap_table(5)
+// and tcp_table(5), on one connection (stdin/stdout under spawn(8)) or on a
+// listener, and explains its answers to people ("onionmx lookup").
+//
+// Routes come from package lookup, the code that "onionmx deliver" uses, so
+// routing and delivery cannot disagree. One lookup goes like this:
+//
+//  1. Parse the key. Postfix asks a socketmap or tcp table only for the
+//     full recipient address (both are pattern tables to Postfix: no
+//     domain or parent-domain keys), so an address is answered for its
+//     domain; a bare domain, as "postmap -q" may ask, is answered too.
+//     Keys that never have a route — the "*" wildcard that trivial-rewrite
+//     asks every 30 seconds, a parent-domain key ".example.org", an address
+//     literal — are NOTFOUND without any lookup. Keys that cannot be an
+//     address (control characters, a domain that is not a domain name,
+//     longer than MaxKeyLen) are PERM.
+//  2. A --self domain is NOTFOUND: our own mail never goes over Tor.
+//  3. Resolve the domain with the shared lookup.Resolver: a .onion domain
+//     and a static-map entry without any DNS query, otherwise the SRV
+//     records of _onion-mx._tcp.<domain>., within Timeout.
+//  4. A route is OK "<transport>:<nexthop>" (see Answerer.Result for the
+//     nexthop); no route (NXDOMAIN, no records, no usable target) is
+//     NOTFOUND; an unknown answer (SERVFAIL, timeout) is TEMP, so that
+//     Postfix defers the mail instead of sending it over the clear net.
+package lookupd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// DefaultTimeout bounds the route lookup for one key. Go's resolver follows
+// resolv.conf: 5 s per attempt, 2 attempts, up to 3 name servers (the
+// defaults and MAXNS of resolv.conf(5)) make 30 s. It stays well below the
+// 100 s I/O timeout of Postfix's socketmap and tcp table clients, so that
+// Postfix gets a TEMP rather than a broken connection.
+const DefaultTimeout = 30 * time.Second
+
+// MaxKeyLen bounds a key. An address is at most 64 + 1 + 255 octets by
+// RFC 5321 section 4.5.3.1; Postfix accepts longer local parts, so the bound
+// is generous, but it keeps junk from reaching the resolver.
+const MaxKeyLen = 4096
+
+// Class is the kind of an answer, in socketmap_table(5)'s terms.
+type Class int
+
+const (
+	// Found: the key has an onion route (socketmap OK, tcp_table 200).
+	Found Class = iota
+	// NotFound: the key has no onion route; Postfix uses the next table
+	// or its default transport (socketmap NOTFOUND, tcp_table 500).
+	NotFound
+	// Temp: the answer is unknown for now; Postfix defers the mail
+	// (socketmap TEMP, tcp_table 400).
+	Temp
+	// Perm: the request is malformed (socketmap PERM, tcp_table 500).
+	Perm
+)
+
+func (c Class) String() string {
+	switch c {
+	case Found:
+		return "OK"
+	case NotFound:
+		return "NOTFOUND"
+	case Temp:
+		return "TEMP"
+	case Perm:
+		return "PERM"
+	}
+	return fmt.Sprintf("Class(%d)", int(c))
+}
+
+// Answer is the answer to one key.
+type Answer struct {
+	Key   Key
+	Class Class
+	// Result is the transport-map value for Found: "onionmx:[x.onion]:25"
+	// or "onionmx:".
+	Result string
+	// Reason says why, in one line: the route's source for Found, what was
+	// looked up otherwise.
+	Reason string
+	// Route is the route for Found.
+	Route *lookup.Route
+	// Err is the lookup failure behind NotFound and Temp, when there was
+	// one (a *lookup.Error).
+	Err error
+	// SRV are the records DNS returned, when DNS was asked (for Explain).
+	SRV []*net.SRV
+}
+
+// Key is a lookup key, parsed.
+type Key struct {
+	// Raw is the key as asked.
+	Raw string
+	// Address is set when the key is a mail address; Domain is then its
+	// domain.
+	Address bool
+	// Domain is the normalized domain to resolve; empty when NoRoute is
+	// set.
+	Domain string
+	// NoRoute, when set, says why the key never has a route.
+	NoRoute string
+}
+
+// ParseKey parses a key as Postfix sends it: a full address ("user@domain",
+// the local part possibly with spaces or "@" from an unquoted quoted local
+// part), or a domain. It returns an error for keys that cannot be either.
+func ParseKey(raw string) (Key, error) {
+	k := Key{Raw: raw}
+	switch {
+	case raw == "":
+		return k, errors.New("empty key")
+	case len(raw) > MaxKeyLen:
+		return k, fmt.Errorf("key is %d bytes long, at most %d are allowed", len(raw), MaxKeyLen)
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < ' ' || c == 0x7f {
+			return k, fmt.Errorf("key contains control character 0x%02x", c)
+		}
+	}
+	if raw == "*" {
+		// trivial-rewrite asks for the wildcard entry every 30 seconds; an
+		// error here would defer all mail.
+		k.NoRoute = "the wildcard key: onionmx routes by domain"
+		return k, nil
+	}
+	domain := raw
+	if i := strings.LastIndexByte(raw, '@'); i >= 0 {
+		k.Address = true
+		domain = raw[i+1:]
+		if domain == "" {
+			return k, errors.New("address has an empty domain")
+		}
+	}
+	switch {
+	case strings.HasPrefix(domain, ".") && !k.Address && len(domain) > 1:
+		if _, err := lookup.NormalizeDomain(domain[1:]); err != nil {
+			return k, fmt.Errorf("parent-domain key: %w", err)
+		}
+		k.NoRoute = "a parent-domain key: onionmx answers for whole domains"
+		return k, nil
+	case strings.HasPrefix(domain, "[") && strings.HasSuffix(domain, "]"):
+		k.NoRoute = "an address literal: onionmx routes only onion domains"
+		return k, nil
+	case net.ParseIP(domain) != nil:
+		k.NoRoute = "an IP address: onionmx routes only onion domains"
+		return k, nil
+	}
+	d, err := lookup.NormalizeDomain(domain)
+	if err != nil {
+		return k, err
+	}
+	k.Domain = d
+	return k, nil
+}
+
+// Answerer answers keys. Its methods are safe for concurrent use.
+type Answerer struct {
+	// Resolver finds routes; the same configuration as "onionmx deliver".
+	// Required. Its Rand, if set, must be safe for concurrent use (a
+	// *rand.Rand is not): leave it nil.
+	Resolver *lookup.Resolver
+	// Transport is the master.cf service name the answers name, "onionmx".
+	Transport string
+	// Self are our own domains, normalized: never routed. An entry
+	// ".example.org" covers the subdomains of example.org.
+	Self []string
+	// Timeout bounds the route lookup of one key; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Lookup answers one key.
+func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
+	k, err := ParseKey(raw)
+	ans := Answer{Key: k}
+	if err != nil {
+		ans.Class, ans.Reason = Perm, err.Error()
+		return ans
+	}
+	if k.NoRoute != "" {
+		ans.Class, ans.Reason = NotFound, k.NoRoute
+		return ans
+	}
+	if a.isSelf(k.Domain) {
+		ans.Class, ans.Reason = NotFound, k.Domain+" is one of our own domains (--self)"
+		return ans
+	}
+
+	timeout := a.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// A copy of the resolver per lookup, to keep the SRV records it saw.
+	r := *a.Resolver
+	var rec *recorder
+	if r.DNS != nil {
+		rec = &recorder{SRVResolver: r.DNS}
+		r.DNS = rec
+	}
+	route, err := r.Resolve(ctx, lookup.Nexthop{Host: k.Domain})
+	if rec != nil {
+		ans.SRV = rec.records
+	}
+	if err != nil {
+		ans.Err = err
+		ans.Reason = err.Error()
+		var le *lookup.Error
+		if errors.As(err, &le) && !le.Temporary {
+			ans.Class = NotFound
+		} else {
+			ans.Class = Temp
+		}
+		return ans
+	}
+	ans.Class, ans.Route = Found, route
+	ans.Result = a.Result(route)
+	ans.Reason = route.Source
+	return ans
+}
+
+// Result returns the transport-map value for a route: the transport and a
+// nexthop that lets "onionmx deliver" fail over exactly as the route says.
+//
+//   - One usable target (a static-map entry, a .onion domain, an SRV
+//     record set with one usable target): that target, "[x.onion]:port".
+//     The brackets tell deliver to use it with no lookup, so a pinned
+//     route never leaks to DNS, deliver needs no copy of the maps, and
+//     domains on one onion share one Postfix destination queue.
+//   - Several targets (SRV): an empty nexthop, which Postfix replaces with
+//     the recipient domain; deliver then resolves the SRV records itself
+//     and tries every target in RFC 2782 order, with a fresh weighted draw
+//     for each delivery.
+func (a *Answerer) Result(route *lookup.Route) string {
+	if len(route.Targets) == 1 {
+		return a.Transport + ":" + route.Targets[0].Nexthop()
+	}
+	return a.Transport + ":"
+}
+
+func (a *Answerer) isSelf(domain string) bool {
+	for _, s := range a.Self {
+		if s == domain || strings.HasPrefix(s, ".") && strings.HasSuffix(domain, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseSelf normalizes a --self value: a domain, or ".domain" for its
+// subdomains.
+func ParseSelf(s string) (string, error) {
+	parent := strings.HasPrefix(s, ".")
+	d, err := lookup.NormalizeDomain(strings.TrimPrefix(s, "."))
+	if err != nil {
+		return "", fmt.Errorf("--self %q: %v", s, err)
+	}
+	if parent {
+		d = "." + d
+	}
+	return d, nil
+}
+
+// maxTransportLen bounds a transport name, so that an answer always fits a
+// reply (a tcp_table reply line has 4096 bytes).
+const maxTransportLen = 100
+
+// CheckTransport checks a --transport value: a master.cf service name.
+func CheckTransport(name string) error {
+	if name == "" {
+		return errors.New("--transport: empty transport name")
+	}
+	if len(name) > maxTransportLen {
+		return fmt.Errorf("--transport: name longer than %d characters", maxTransportLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok {
+			return fmt.Errorf("--transport %q: a master.cf service name has only letters, digits, '-', '_' and '.'", name)
+		}
+	}
+	return nil
+}
+
+// recorder keeps the SRV records a lookup returned.
+type recorder struct {
+	lookup.SRVResolver
+	records []*net.SRV
+}
+
+func (r *recorder) LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	cname, srvs, err := r.SRVResolver.LookupSRV(ctx, service, proto, name)
+	r.records = append(r.records, srvs...)
+	return cname, srvs, err
+}
