@@ -13,6 +13,8 @@
 #   v2.onionmx.test       -> a 16-character v2 onion    gone since Tor 0.4.6
 #   notonion.onionmx.test -> mx.clear.onionmx.test      not an onion at all
 #   clear.onionmx.test    -> no SRV record: NXDOMAIN/no data, default transport
+#   pinned.onionmx.test   -> no record either: the sender's static map pins
+#                            it, and no query may be made for it
 # Extra records: DNS_EXTRA_ARGS=(--srv-host=... ...) before dns_start.
 
 # A valid v3 address of a real ed25519 key (made once with openssl; the
@@ -42,6 +44,14 @@ dns_start() {
 		--log-queries --log-facility="$DNS_DIR/dnsmasq.log" ||
 		die "dnsmasq did not start"
 	wait_for 10 "dnsmasq pid file" pid_of "$DNS_DIR/dnsmasq.pid" || die "dnsmasq is not running"
+}
+
+# dns_mark: the query log's length now; dns_queries_since MARK prints the
+# "query[TYPE] NAME from ADDR" lines logged after it.
+dns_mark() { log_lines "$WORK/dns/dnsmasq.log"; }
+
+dns_queries_since() {
+	tail -n +"$(($1 + 1))" "$WORK/dns/dnsmasq.log" | grep -E 'query\[[A-Za-z0-9]+\] ' || true
 }
 
 dns_stop() {

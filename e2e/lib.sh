@@ -36,6 +36,17 @@ wait_for() {
 	done
 }
 
+# log_lines FILE: number of lines in FILE (0 if it does not exist), to
+# look at what was logged after this point with tail -n +$((N + 1)).
+log_lines() {
+	if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi
+}
+
+# report_set KEY VALUE / report_get KEY: numbers for the final summary
+# (scenarios run in subshells: they go through $WORK/report).
+report_set() { echo "$1 $2" >>"$WORK/report"; }
+report_get() { awk -v k="$1" '$1 == k { v = $2 } END { if (v != "") print v; else exit 1 }' "$WORK/report" 2>/dev/null; }
+
 # ---------------------------------------------------------------------------
 # Ports
 

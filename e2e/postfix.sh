@@ -5,7 +5,9 @@
 #   receiver  $WORK/recv  myhostname recv.onionmx.test; smtpd on
 #             127.0.0.1:$RECV_SMTP_PORT only (the onion service points there);
 #             virtual mailboxes for bob@ (and postmaster@) in the domains
-#             recv.onionmx.test, clear.onionmx.test and the onion name itself
+#             recv.onionmx.test, clear.onionmx.test, pinned.onionmx.test
+#             (no DNS record: the sender's static map pins it to the onion,
+#             pf_sender_pin) and the onion name itself
 #             (added with pf_receiver_add_domain once Tor has made it),
 #             delivered as Maildir under $WORK/recv/mail/; unknown users get
 #             550 5.1.1 at RCPT; no trusted networks, so not an open relay
@@ -24,6 +26,10 @@
 # directory (main.cf, master.cf, vmailbox; use MAIL_CONFIG=DIR/etc, or
 # -c DIR/etc, sendmail -C DIR/etc), DIR/queue, DIR/data, DIR/mail/USER/
 # (Maildir), DIR/maillog.
+
+# The domain the sender's static transport map pins to the onion (no DNS
+# record anywhere).
+PF_PINNED_DOMAIN=pinned.onionmx.test
 
 PF_DIST_MASTER=/usr/share/postfix/master.cf.dist
 [[ -f $PF_DIST_MASTER ]] || PF_DIST_MASTER=/etc/postfix/master.cf
@@ -60,6 +66,9 @@ pf_common() {
 		virtual_mailbox_maps = texthash:$dir/etc/vmailbox
 		virtual_uid_maps = static:$(id -u nobody)
 		virtual_gid_maps = static:$(id -g nobody)
+		# Room for the 10 MiB attachment (about 14 MB in base64) on both
+		# sides; virtual_mailbox_limit (51200000) stays above it.
+		message_size_limit = 31457280
 		# Short retry times so that deferred mail is retried within a test.
 		queue_run_delay = 10s
 		minimal_backoff_time = 10s
@@ -73,7 +82,7 @@ pf_common() {
 pf_setup_receiver() {
 	RECV_DIR=$WORK/recv
 	pf_common "$RECV_DIR" recv.onionmx.test
-	local d domains="recv.onionmx.test clear.onionmx.test"
+	local d domains="recv.onionmx.test clear.onionmx.test $PF_PINNED_DOMAIN"
 	cat >>"$RECV_DIR/etc/main.cf" <<-EOF
 		mydestination =
 		virtual_mailbox_domains = ${domains// /, }
@@ -109,6 +118,7 @@ pf_receiver_add_domain() {
 # pf_setup_sender EXAMPLE MAINCF_EXTRA: EXAMPLE is the master.cf fragment
 # to append (the repository's postfix-master.cf.example), MAINCF_EXTRA a
 # file of main.cf lines (the README's); both after pf_rewrite_example.
+# Dies when postconf has anything to say about the result.
 pf_setup_sender() {
 	local example=$1 extra=$2
 	SEND_DIR=$WORK/send
@@ -129,58 +139,185 @@ pf_setup_sender() {
 		echo "# ---- main.cf lines from $extra ----"
 		cat "$extra"
 	} >>"$SEND_DIR/etc/main.cf"
-	# One recipient per pipe call: its one exit status then speaks for
-	# exactly one recipient.
-	if [[ -z $(postconf -c "$SEND_DIR/etc" -nh onionmx_destination_recipient_limit 2>/dev/null) ]]; then
-		say "the main.cf lines do not set onionmx_destination_recipient_limit: e2e sets it to 1"
-		echo "onionmx_destination_recipient_limit = 1" >>"$SEND_DIR/etc/main.cf"
-	fi
 	cp "$PF_DIST_MASTER" "$SEND_DIR/etc/master.cf"
 	{
 		echo
 		echo "# ---- from $example ----"
 		cat "$example"
 	} >>"$SEND_DIR/etc/master.cf"
+	# One recipient per pipe call: its one exit status then speaks for
+	# exactly one recipient. (Asked with master.cf in place, so that
+	# postconf knows the onionmx service and its parameters.)
+	if [[ -z $(postconf -c "$SEND_DIR/etc" -nh onionmx_destination_recipient_limit 2>/dev/null) ]]; then
+		say "the main.cf lines do not set onionmx_destination_recipient_limit: e2e sets it to 1"
+		echo "onionmx_destination_recipient_limit = 1" >>"$SEND_DIR/etc/main.cf"
+	fi
+	pf_check_config "$SEND_DIR/etc" "$extra" "$example"
 	pf_postmap_tables "$SEND_DIR/etc"
+	PF_STATIC_MAP=$(pf_static_map "$SEND_DIR/etc") ||
+		die "the main.cf lines give transport_maps no static table (hash:/etc/postfix/onionmx_transport, as the README says): $(postconf -c "$SEND_DIR/etc" -h transport_maps)"
 }
 
-# pf_rewrite_example IN OUT BIN SOCKS DNS: copies a master.cf fragment (or
-# main.cf lines) and makes it usable in this run:
+# pf_check_config CONF MAINLINES MASTERFRAGMENT: postconf must not warn
+# about the instance's configuration: a parameter set twice ("overriding
+# earlier entry"), a parameter of a service master.cf does not define
+# ("unused parameter"), a broken master.cf entry. Dies with the warnings
+# and the main.cf lines as the harness extracted them.
+pf_check_config() {
+	local conf=$1 extra=$2 example=$3 out
+	out=$({
+		postconf -c "$conf" -n >/dev/null
+		postconf -c "$conf" >/dev/null
+		postconf -c "$conf" -M >/dev/null
+		postconf -c "$conf" -P >/dev/null
+	} 2>&1) || true
+	[[ -z $out ]] && return 0
+	{
+		echo "e2e: FAIL: postconf warns about the sending Postfix's configuration:"
+		sed 's/^/    /' <<<"$out" | sort -u
+		echo "  main.cf lines used (from $extra; source: ${MAIN_SRC:-$extra}):"
+		sed 's/^/    | /' "$extra"
+		echo "  master.cf fragment: ${MASTER_EXAMPLE:-$example}"
+	} >&2
+	exit 1
+}
+
+# pf_static_map CONF: prints the source file of the first hash/lmdb/cdb/
+# btree table in CONF's transport_maps (the static map the README tells
+# users to fill and postmap); fails when there is none.
+pf_static_map() {
+	local t
+	for t in $(postconf -c "$1" -h transport_maps | tr -s ', ' '\n'); do
+		case $t in
+		hash:/* | lmdb:/* | cdb:/* | btree:/*) echo "${t#*:}"; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# pf_sender_pin DOMAIN NEXTHOP: one more line in the sender's static
+# transport map ("DOMAIN onionmx:NEXTHOP"), postmapped, and a reload.
+pf_sender_pin() {
+	local out
+	printf '%s\tonionmx:%s\n' "$1" "$2" >>"$PF_STATIC_MAP"
+	postmap -c "$SEND_DIR/etc" "$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr -s ', ' '\n' | grep -F ":$PF_STATIC_MAP" | head -1)"
+	out=$(script -qec "postfix -c '$SEND_DIR/etc' reload" /dev/null </dev/null 2>&1) ||
+		die "postfix reload for $SEND_DIR failed: $out"
+}
+
+# pf_rewrite_example IN OUT BIN SOCKS DNS [CONF [MAP...]]: copies a master.cf
+# fragment (or main.cf lines) and makes it usable in this run, as the
+# fragment's own header asks ("adjust the path, --socks, --self and user="):
 #   - every argv=<path> whose file name is onionmx becomes argv=BIN;
 #   - a "deliver" command gets --socks SOCKS (an existing --socks X is
 #     replaced, otherwise the flag is inserted right after "deliver");
 #   - "deliver", "socketmap" and "tcptable" commands get --dns DNS the same
 #     way (this run's dnsmasq instead of the system's resolvers);
-#   - /etc/postfix/ becomes the instance's config directory (for tables the
-#     README names there).
-# Lines are handled one at a time, so these words must stand on the same
-# line as the word they follow (as in master.cf's continuation lines).
+#   - "socketmap" and "tcptable" commands without any --map get --map MAP
+#     for each MAP (the static transport map: the server must know the
+#     pinned domains itself); their --self becomes send.onionmx.test;
+#   - /etc/postfix/ becomes CONF (for tables the README names there).
+# A master.cf entry is its first line and the lines that continue it (they
+# start with white space): a flag counts as present wherever it is in the
+# entry, and the layout is kept. Comment lines are copied as they are.
 pf_rewrite_example() {
-	local in=$1 out=$2 bin=$3 socks=$4 dns=$5 conf=${6:-/etc/postfix}
-	local cmd='(^|[[:space:]])(deliver|socketmap|tcptable)([[:space:]]|$)'
-	sed -E \
-		-e "s#argv=[^[:space:]]*onionmx([[:space:]]|\$)#argv=$bin\\1#" \
-		-e "/(^|[[:space:]])deliver([[:space:]]|\$)/{ /--socks/ s#--socks[= ][^[:space:]]+#--socks $socks#; /--socks/! s#(^|[[:space:]])deliver([[:space:]]|\$)#\\1deliver --socks $socks\\2# }" \
-		-e "/$cmd/{ /--dns/ s#--dns[= ][^[:space:]]+#--dns $dns#; /--dns/! s#$cmd#\\1\\2 --dns $dns\\3# }" \
-		-e "s#/etc/postfix/#$conf/#g" \
-		"$in" >"$out"
+	local in=$1 out=$2 bin=$3 socks=$4 dns=$5 conf=${6:-/etc/postfix} maps="" m
+	shift 6 2>/dev/null || shift $#
+	for m in "$@"; do maps+=" --map $m"; done
+	awk -v bin="$bin" -v socks="$socks" -v dns="$dns" -v conf="$conf" -v maps="$maps" '
+		function flush(   i, text, kind, ins, p, l) {
+			text = ""
+			for (i = 1; i <= n; i++) if (!comment[i]) text = text " " L[i]
+			kind = ""
+			if (match(text, /argv=[^ \t]*onionmx[ \t]+[a-z]+/)) {
+				kind = substr(text, RSTART, RLENGTH)
+				sub(/.*[ \t]/, "", kind)
+				if (kind != "deliver" && kind != "socketmap" && kind != "tcptable") kind = ""
+			}
+			ins = ""
+			if (kind == "deliver" && text !~ /--socks/) ins = ins " --socks " socks
+			if (kind != "" && text !~ /--dns/) ins = ins " --dns " dns
+			if ((kind == "socketmap" || kind == "tcptable") && text !~ /--map/) ins = ins maps
+			for (i = 1; i <= n; i++) {
+				l = L[i]
+				if (!comment[i]) {
+					if (match(l, /argv=[^ \t]*onionmx([ \t]|$)/)) {
+						p = substr(l, RSTART, RLENGTH)
+						sub(/argv=[^ \t]*onionmx/, "", p)
+						l = substr(l, 1, RSTART - 1) "argv=" bin p substr(l, RSTART + RLENGTH)
+					}
+					if (kind == "deliver") gsub(/--socks[= ][^ \t]+/, "--socks " socks, l)
+					if (kind != "") gsub(/--dns[= ][^ \t]+/, "--dns " dns, l)
+					if (kind == "socketmap" || kind == "tcptable") gsub(/--self[= ][^ \t]+/, "--self send.onionmx.test", l)
+					if (ins != "" && match(l, "argv=[^ \t]*onionmx[ \t]+" kind "([ \t]|$)")) {
+						p = index(substr(l, RSTART), kind) + RSTART - 1 + length(kind)
+						l = substr(l, 1, p - 1) ins substr(l, p)
+						ins = ""
+					}
+					gsub(/\/etc\/postfix\//, conf "/", l)
+				}
+				print l
+			}
+			n = 0
+		}
+		/^[ \t]*#/ || /^[ \t]*$/ { L[++n] = $0; comment[n] = 1; next }
+		/^[ \t]/ { L[++n] = $0; comment[n] = 0; next }
+		{ flush(); L[++n] = $0; comment[n] = 0 }
+		END { flush() }
+	' "$in" >"$out"
 }
 
 # pf_main_from_comments MASTER_EXAMPLE: prints the main.cf lines that the
-# master.cf fragment carries as a comment block starting "# main.cf:",
-# uncommented ("#   key = value" starts a parameter, a deeper-indented
-# line continues it).
+# master.cf fragment carries in its comment block that starts with a line
+# "# main.cf": the "#   key = value" lines that follow it, up to the first
+# line that is not "#" and at least two spaces. Inside the block, "#   # ..."
+# lines are comments (skipped) and a line indented deeper than its
+# parameter continues it (joined with one space). Prints one parameter per
+# line. Fails on a continuation line before any parameter. Says on stderr
+# when a parameter is set twice or there is more than one such block: all
+# are used, so that pf_check_config fails on the conflict ("overriding
+# earlier entry") as a user's postconf would warn.
 pf_main_from_comments() {
-	awk '
-		/^#[[:space:]]*main\.cf:[[:space:]]*$/ { on = 1; next }
-		on && /^#[[:space:]]+[^[:space:]]/ {
-			line = substr($0, 2)
-			if (line ~ /^[[:space:]]*[a-z0-9_]+[[:space:]]*=/) sub(/^[[:space:]]+/, "", line)
-			else sub(/^[[:space:]]+/, "    ", line)
-			print line
-			next
+	awk -v file="$1" '
+		function flush() {
+			if (cur == "") return
+			print cur
+			key = cur; sub(/[ \t]*=.*/, "", key)
+			if (key in seen) {
+				printf "%s: %s is set twice in the main.cf comment blocks (lines %d and %d)\n", file, key, seen[key], curline > "/dev/stderr"
+			}
+			seen[key] = curline
+			cur = ""
 		}
-		{ on = 0 }
+		/^# main\.cf/ { flush(); blocks++; on = 1; ind = -1; next }
+		!on { next }
+		!/^#  / { flush(); on = 0; next }
+		{
+			line = substr($0, 2)
+			match(line, /^[ \t]*/)
+			n = RLENGTH
+			text = substr(line, n + 1)
+			sub(/[ \t\r]+$/, "", text)
+			if (text == "" || text ~ /^#/) next
+			if (text ~ /^[A-Za-z0-9_]+[ \t]*=/ && (ind < 0 || n <= ind)) {
+				flush()
+				ind = n
+				cur = text
+				curline = NR
+				next
+			}
+			if (cur == "") {
+				printf "%s:%d: a continuation line before any parameter: %s\n", file, NR, $0 > "/dev/stderr"
+				bad = 1
+				next
+			}
+			cur = cur " " text
+		}
+		END {
+			flush()
+			if (blocks > 1) printf "%s: %d \"# main.cf\" comment blocks (expected one); using all of them\n", file, blocks > "/dev/stderr"
+			exit bad
+		}
 	' "$1"
 }
 

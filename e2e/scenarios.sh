@@ -3,22 +3,32 @@
 # and the scenarios themselves. Every scenario is a function named
 # scenario_NAME that returns non-zero (or calls fail) when it fails; run.sh
 # runs them in the order of SCENARIOS (or the names given on its command
-# line) and prints "N passed, N failed".
+# line), each in a subshell, and prints a summary and "N passed, N failed".
 #
 # Helpers (all use $SEND_DIR, $RECV_DIR from the running environment):
-#   mail_send FROM RCPT...        submit a message with sendmail; prints its
-#                                 token (also its Message-ID local part)
+#   new_token                     a unique token (also the Message-ID's local part)
+#   msg_headers FROM TOKEN RCPT...
+#                                 From, To, Subject, Message-ID, Date headers
+#   mail_submit FILE FROM RCPT... sendmail -i with FILE as the message
+#   mail_send FROM RCPT...        compose ($WORK/msgs/TOKEN.eml, body "token
+#                                 TOKEN" and $MAIL_BODY), submit, print TOKEN
 #   mail_qid TOKEN [SECS]         the sender's queue id of that message
 #   wait_status TOKEN RCPT STATUS [SECS]
 #                                 waits for the sender's maillog line
 #                                 "QID: to=<RCPT>, ... status=STATUS" (sent,
 #                                 deferred, bounced) and prints it
-#   mailbox_has USER TOKEN [DIR]  a message with TOKEN is in DIR/mail/USER
-#                                 (default $RECV_DIR), maildir new/ or cur/
-#   wait_mailbox USER TOKEN [DIR] [SECS]
-#   queue_ids                     queue ids in the sender's queue
-#   queue_wait_empty [SECS]
-#   queue_flush                   postqueue -f (retry deferred mail now)
+#   status_count QID RCPT STATUS  how many such lines there are
+#   mailbox_files USER TOKEN [DIR]
+#                                 the Maildir files (new/, cur/) of DIR/mail/USER
+#                                 (default $RECV_DIR) that contain TOKEN
+#   mailbox_count USER TOKEN [DIR]
+#   mailbox_has USER TOKEN [DIR]  / wait_mailbox USER TOKEN [DIR] [SECS]
+#   mailbox_verbatim FILE SENT    FILE (delivered) is SENT preceded by nothing
+#                                 but the trace headers Postfix adds
+#   transport_route ADDR          what the sender's transport_maps answer for
+#                                 ADDR (full address, then domain), as
+#                                 "TABLE -> RESULT"; fails when none answers
+#   queue_ids / queue_has QID / queue_wait_empty [SECS] / queue_flush /
 #   queue_delete QID|ALL
 #   smtp_dialog PORT LINE...      talks SMTP to 127.0.0.1:PORT, prints the
 #                                 server's replies (for checks on the receiver)
@@ -29,25 +39,48 @@ fail() {
 	return 1
 }
 
-# mail_send FROM RCPT... (body on stdin if it is not a terminal): prints the token.
+new_token() {
+	echo "e2e-$(date +%s%N)-$RANDOM"
+}
+
+# msg_headers FROM TOKEN RCPT...: a message's own Message-ID and Date, so
+# that Postfix adds none and what was sent can be found verbatim.
+msg_headers() {
+	local from=$1 token=$2
+	shift 2
+	printf 'From: <%s>\n' "$from"
+	printf 'To: %s\n' "$(printf '<%s>, ' "$@" | sed 's/, $//')"
+	printf 'Subject: onionmx e2e %s\n' "$token"
+	printf 'Message-ID: <%s@send.onionmx.test>\n' "$token"
+	printf 'Date: %s\n' "$(LC_ALL=C date -R)"
+}
+
+# mail_submit FILE FROM RCPT...: -i, so that a line with a lone "." is
+# part of the message (never reads the harness's stdin).
+mail_submit() {
+	local file=$1 from=$2
+	shift 2
+	sendmail -i -C "$SEND_DIR/etc" -f "$from" -- "$@" <"$file" || {
+		say "sendmail failed for $file"
+		return 1
+	}
+}
+
+# mail_send FROM RCPT...: prints the token. $MAIL_BODY, if set, is added
+# to the body.
 mail_send() {
 	local from=$1
 	shift
-	local token body=""
-	# Unique although every scenario runs in a subshell of its own.
-	token="e2e-$(date +%s%N)-$RANDOM"
-	[[ -t 0 ]] || body=$(cat)
+	local token f
+	token=$(new_token)
+	mkdir -p "$WORK/msgs"
+	f=$WORK/msgs/$token.eml
 	{
-		printf 'From: <%s>\n' "$from"
-		printf 'To: %s\n' "$(printf '<%s>, ' "$@" | sed 's/, $//')"
-		printf 'Subject: onionmx e2e %s\n' "$token"
-		printf 'Message-ID: <%s@send.onionmx.test>\n' "$token"
-		printf 'Date: %s\n' "$(LC_ALL=C date -R)"
-		printf '\n%s\n%s\n' "token $token" "$body"
-	} | sendmail -C "$SEND_DIR/etc" -f "$from" -- "$@" || {
-		say "sendmail failed for $token"
-		return 1
-	}
+		msg_headers "$from" "$token" "$@"
+		printf '\n%s\n' "token $token"
+		[[ -z ${MAIL_BODY:-} ]] || printf '%s\n' "$MAIL_BODY"
+	} >"$f"
+	mail_submit "$f" "$from" "$@" || return 1
 	echo "$token"
 }
 
@@ -56,7 +89,10 @@ mail_qid() {
 	deadline=$((SECONDS + secs))
 	while ((SECONDS < deadline)); do
 		qid=$(sed -nE "s/.* ([0-9A-F]+): message-id=<$token@.*/\\1/p" "$SEND_DIR/maillog" 2>/dev/null | head -1)
-		[[ -n $qid ]] && { echo "$qid"; return 0; }
+		[[ -n $qid ]] && {
+			echo "$qid"
+			return 0
+		}
 		sleep 0.3
 	done
 	say "no queue id for $token in $SEND_DIR/maillog"
@@ -74,16 +110,28 @@ wait_status() {
 			return 0
 		fi
 		[[ -n $line ]] && break # a final status, but not the one expected
-		sleep 0.5
+		sleep 0.3
 	done
 	say "no status=$status for $rcpt ($qid); its log lines:"
 	grep -F " $qid" "$SEND_DIR/maillog" | sed 's/^/    /' >&2 || true
 	return 1
 }
 
-mailbox_has() {
+status_count() { # QID RCPT STATUS
+	grep -F " $1: to=<$2>," "$SEND_DIR/maillog" | grep -c "status=$3" || true
+}
+
+mailbox_files() {
 	local user=$1 token=$2 dir=${3:-$RECV_DIR}
-	grep -rlsF "$token" "$dir/mail/$user/new" "$dir/mail/$user/cur" 2>/dev/null | grep -q .
+	grep -rlsF -- "$token" "$dir/mail/$user/new" "$dir/mail/$user/cur" 2>/dev/null || true
+}
+
+mailbox_count() {
+	mailbox_files "$@" | grep -c . || true
+}
+
+mailbox_has() {
+	[[ -n $(mailbox_files "$@") ]]
 }
 
 wait_mailbox() {
@@ -91,12 +139,79 @@ wait_mailbox() {
 	wait_for "$secs" "$token in $dir/mail/$user" mailbox_has "$user" "$token" "$dir"
 }
 
+# mailbox_one USER TOKEN [DIR]: waits for the message and prints its file;
+# fails unless exactly one file holds TOKEN (delivered exactly once).
+mailbox_one() {
+	local user=$1 token=$2 dir=${3:-$RECV_DIR} n
+	wait_mailbox "$user" "$token" "$dir" || fail "$token is not in $dir/mail/$user" || return 1
+	n=$(mailbox_count "$user" "$token" "$dir")
+	((n == 1)) || fail "$token is in $n messages in $dir/mail/$user, not exactly one: $(mailbox_files "$user" "$token" "$dir" | tr '\n' ' ')" || return 1
+	mailbox_files "$user" "$token" "$dir"
+}
+
+# mailbox_verbatim FILE SENT: the delivered FILE ends with SENT, byte for
+# byte, and what precedes it is only the trace headers Postfix adds on the
+# way (Received by both, Return-Path, X-Original-To and Delivered-To by the
+# receiver's virtual(8)).
+mailbox_verbatim() {
+	local file=$1 sent=$2 size dsize pre names
+	size=$(stat -c %s "$sent")
+	dsize=$(stat -c %s "$file")
+	((dsize >= size)) || fail "delivered $file ($dsize bytes) is shorter than what was sent ($size bytes)" || return 1
+	if ! tail -c "$size" "$file" | cmp -s - "$sent"; then
+		say "  the delivered message does not end with the sent one; diff sent delivered-tail:"
+		diff <(cat "$sent") <(tail -c "$size" "$file") | head -20 | cut -c1-200 | sed 's/^/    /' >&2
+		fail "$file does not hold $sent verbatim"
+		return 1
+	fi
+	pre=$WORK/msgs/prefix.$$
+	head -c $((dsize - size)) "$file" >"$pre"
+	if [[ -s $pre && $(tail -c 1 "$pre" | od -An -c | tr -d ' ') != '\n' ]]; then
+		rm -f "$pre"
+		fail "the sent message does not start at a line in $file"
+		return 1
+	fi
+	if grep -vqE '^((Received|Return-Path|X-Original-To|Delivered-To):|[[:space:]])' "$pre"; then
+		say "  unexpected lines before the sent message:"
+		grep -vE '^((Received|Return-Path|X-Original-To|Delivered-To):|[[:space:]])' "$pre" | head -5 | sed 's/^/    /' >&2
+		rm -f "$pre"
+		fail "Postfix added more than trace headers to $file"
+		return 1
+	fi
+	names=$(grep -oE '^[A-Za-z-]+:' "$pre" | tr '\n' ' ')
+	rm -f "$pre"
+	say "  byte for byte: the $size bytes sent are the tail of the delivered file, after only: ${names:-nothing}"
+}
+
+# transport_route ADDR: asks the tables of the sender's transport_maps in
+# Postfix's order (every table for the full address, then every table for
+# the domain; a socketmap or tcp table only for the full address), from the
+# queue directory as trivial-rewrite does (private/... sockets).
+transport_route() {
+	local addr=$1 key t out tables
+	read -r -a tables <<<"$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr ',' ' ')"
+	for key in "$addr" "${addr#*@}"; do
+		for t in "${tables[@]}"; do
+			[[ $key != "$addr" && ($t == socketmap:* || $t == tcp:*) ]] && continue
+			if out=$(cd "$SEND_DIR/queue" && postmap -c "$SEND_DIR/etc" -q "$key" "$t" 2>&1); then
+				echo "${t}[$key] -> $out"
+				return 0
+			fi
+		done
+	done
+	return 1
+}
+
 queue_ids() {
 	postqueue -c "$SEND_DIR/etc" -j 2>/dev/null | sed -nE 's/.*"queue_id": *"([0-9A-F]+)".*/\1/p'
 }
 
+queue_has() { queue_ids | grep -qx "$1"; }
+
+queue_empty() { [[ -z $(postqueue -c "$SEND_DIR/etc" -j 2>/dev/null) ]]; }
+
 queue_wait_empty() {
-	wait_for "${1:-60}" "an empty queue in $SEND_DIR" bash -c '[[ -z $(postqueue -c "$1" -j 2>/dev/null) ]]' _ "$SEND_DIR/etc"
+	wait_for "${1:-60}" "an empty queue in $SEND_DIR" queue_empty
 }
 
 queue_flush() { postqueue -c "$SEND_DIR/etc" -f; }
@@ -116,6 +231,33 @@ smtp_dialog() {
 		for cmd in "$@"; do printf "%s\r\n" "$cmd" >&3; reply; done' _ "$port" "$@"
 }
 
+# check_sent LINE: a status=sent line of the onionmx transport that carries
+# the remote's own reply to the end of DATA; prints the remote's queue id.
+check_sent() {
+	local line=$1
+	[[ $line == *" relay=onionmx,"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
+	[[ $line =~ status=sent\ .*\(250\ 2\.0\.0\ Ok:\ queued\ as\ ([0-9A-F]+) ]] ||
+		fail "status=sent without the remote's '250 2.0.0 Ok: queued as ...': $line" || return 1
+	echo "${BASH_REMATCH[1]}"
+}
+
+# recv_has_qid QID TOKEN: the receiver logged QID for the message TOKEN
+# (the reply onionmx reported is really the receiver's).
+recv_has_qid() {
+	grep -qE " $1: message-id=<$2@" "$RECV_DIR/maillog"
+}
+
+# no_dns_since MARK PATTERN WHAT: dnsmasq saw no query matching PATTERN
+# (extended regexp on the query line) since MARK.
+no_dns_since() {
+	local q
+	q=$(dns_queries_since "$1" | grep -E "$2") || true
+	[[ -z $q ]] || fail "DNS queries for $3: $(sed 's/^.*: //' <<<"$q" | sort -u | tr '\n' ';')" || return 1
+}
+
+# is_selftest: the binary under test is e2e/testdata/fake-onionmx.
+is_selftest() { cmp -s "$WORK/onionmx" "$E2E_DIR/testdata/fake-onionmx"; }
+
 # ---------------------------------------------------------------------------
 # Infrastructure checks (run by every mode before anything else).
 
@@ -133,74 +275,388 @@ check_infra() {
 	grep -q 'status: NXDOMAIN' <<<"$out" || fail "dnsmasq does not answer NXDOMAIN for clear.onionmx.test" || return 1
 	out=$(dig +tcp +short +time=2 +tries=1 -p "$DNS_PORT" @127.0.0.1 SRV _onion-mx._tcp.recv.onionmx.test)
 	[[ $out == "0 5 25 $TOR_ONION." ]] || fail "dnsmasq over TCP answers '$out'" || return 1
-	[[ -z $(postqueue -c "$SEND_DIR/etc" -j) ]] || fail "sender queue not empty at start" || return 1
+	queue_empty || fail "sender queue not empty at start" || return 1
 	say "infrastructure checks passed (receiver 550 5.1.1, no relay, SRV over UDP and TCP, NXDOMAIN)"
 }
 
 # ---------------------------------------------------------------------------
-# Scenarios that need the real onionmx binary.
+# Scenarios that need the real onionmx binary. The numbers are issue 4's.
 
-SCENARIOS=(srv_domain onion_address unknown_user dead_onion no_srv receiver_down invalid_onion)
+SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
+	dead_onion receiver_down invalid_onion)
 
-# 1. A domain with an _onion-mx._tcp SRV record is delivered over Tor.
+declare -A SCENARIO_DESC=(
+	[srv_domain]="1. SRV route via the lookup server, byte for byte"
+	[big_message]="1. 10 MiB attachment, byte for byte, sha256"
+	[static_map]="2. static transport map, no DNS query"
+	[onion_address]="2. bare user@<onion>.onion, no DNS query"
+	[unknown_user]="3. unknown user: DSN quoting the 550"
+	[tor_down]="4. Tor client stopped: deferred; restarted: once"
+	[no_srv]="5. no SRV record: default transport"
+	[burst]="6. burst of 50, each delivered exactly once"
+	[dead_onion]="   onion without a descriptor: deferred"
+	[receiver_down]="   receiving MTA down: deferred, then delivered"
+	[invalid_onion]="   invalid onion key (F6): bounced"
+	[selftest_defer]="   harness self-test: fake onionmx defers"
+)
+
+# A body that exercises SMTP transparency: lone dots, leading dots, a
+# "From " line, trailing white space, a tab, a long line, empty lines.
+tricky_body() {
+	local token=$1
+	printf 'token %s\n' "$token"
+	printf '.\n'
+	printf '.leading dot\n'
+	printf '..two leading dots\n'
+	printf 'From the start of a line (no ">" quoting in a Maildir)\n'
+	printf 'trailing spaces   \n'
+	printf '\ta tab, then an empty line\n'
+	printf '\n'
+	printf '%0990d\n' 0
+	printf 'last line\n'
+}
+
+# 1. sendmail to a domain whose _onion-mx._tcp SRV record names the onion:
+#    the lookup server routes it to onionmx, which delivers it over Tor.
 scenario_srv_domain() {
-	local t line
-	t=$(mail_send alice@send.onionmx.test bob@recv.onionmx.test) || return 1
-	line=$(wait_status "$t" bob@recv.onionmx.test sent 120) || return 1
-	[[ $line == *"relay=onionmx"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
-	wait_mailbox bob "$t" || fail "message $t not in bob's mailbox" || return 1
-}
-
-# 2. A recipient at the onion name itself.
-scenario_onion_address() {
-	local t line
-	t=$(mail_send alice@send.onionmx.test "bob@$TOR_ONION") || return 1
-	line=$(wait_status "$t" "bob@$TOR_ONION" sent 120) || return 1
-	[[ $line == *"relay=onionmx"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
-	wait_mailbox bob "$t" || fail "message $t not in bob's mailbox" || return 1
-}
-
-# 3. An unknown user behind the onion: 550 5.1.1 → bounce, back to alice.
-scenario_unknown_user() {
-	local t line
-	t=$(mail_send alice@send.onionmx.test nosuchuser@recv.onionmx.test) || return 1
-	line=$(wait_status "$t" nosuchuser@recv.onionmx.test bounced 120) || return 1
-	[[ $line == *"dsn=5.1.1"* ]] || fail "bounce without dsn=5.1.1: $line" || return 1
-	wait_mailbox alice "$t" "$SEND_DIR" || fail "no bounce for $t in alice's mailbox" || return 1
-}
-
-# 4. An onion nobody serves: temporary failure, the message stays queued.
-scenario_dead_onion() {
-	local t line qid
-	t=$(mail_send alice@send.onionmx.test bob@dead.onionmx.test) || return 1
-	line=$(wait_status "$t" bob@dead.onionmx.test deferred 200) || return 1
-	[[ $line == *"relay=onionmx"* && $line == *"dsn=4."* ]] || fail "unexpected deferral: $line" || return 1
+	local rcpt=bob@recv.onionmx.test t f line rqid qid dmark route file
+	dmark=$(dns_mark)
+	t=$(new_token)
+	mkdir -p "$WORK/msgs"
+	f=$WORK/msgs/$t.eml
+	{
+		msg_headers alice@send.onionmx.test "$t" "$rcpt"
+		echo
+		tricky_body "$t"
+	} >"$f"
+	mail_submit "$f" alice@send.onionmx.test "$rcpt" || return 1
+	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	rqid=$(check_sent "$line") || return 1
+	recv_has_qid "$rqid" "$t" || fail "the receiver did not log $rqid for $t" || return 1
 	qid=$(mail_qid "$t")
-	queue_ids | grep -qx "$qid" || fail "$qid is no longer queued" || return 1
+	! queue_has "$qid" || fail "$qid is still queued" || return 1
+	dns_queries_since "$dmark" | grep -qF "query[SRV] _onion-mx._tcp.recv.onionmx.test " ||
+		fail "no SRV query for _onion-mx._tcp.recv.onionmx.test" || return 1
+	route=$(transport_route "$rcpt") || fail "transport_maps have no route for $rcpt" || return 1
+	[[ $route == socketmap:*" -> onionmx:"* ]] || fail "not routed by the lookup server: $route" || return 1
+	say "  route: $route"
+	file=$(mailbox_one bob "$t") || return 1
+	mailbox_verbatim "$file" "$f" || return 1
+}
+
+# 1. The same with a 10 MiB attachment (base64, about 14 MB): verbatim, and
+#    the attachment decoded from the delivered file has the same sha256.
+scenario_big_message() {
+	local rcpt=bob@recv.onionmx.test t f bin b sum got line qid file
+	t=$(new_token)
+	mkdir -p "$WORK/msgs"
+	f=$WORK/msgs/$t.eml bin=$WORK/msgs/$t.bin b="=_onionmx_e2e_$t"
+	head -c $((10 * 1024 * 1024)) /dev/urandom >"$bin"
+	sum=$(sha256sum <"$bin" | cut -d' ' -f1)
+	{
+		msg_headers alice@send.onionmx.test "$t" "$rcpt"
+		printf 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="%s"\n\n' "$b"
+		printf 'This is a multi-part message in MIME format.\n\n--%s\n' "$b"
+		printf 'Content-Type: text/plain; charset=us-ascii\n\ntoken %s\n10 MiB of random bytes attached, sha256 %s\n\n--%s\n' "$t" "$sum" "$b"
+		printf 'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="random.bin"\nContent-Transfer-Encoding: base64\n\n'
+		base64 -w 76 "$bin"
+		printf '\n--%s--\n' "$b"
+	} >"$f"
+	say "  sending $(stat -c %s "$f") bytes (10 MiB attachment, sha256 ${sum:0:16}...)"
+	mail_submit "$f" alice@send.onionmx.test "$rcpt" || return 1
+	line=$(wait_status "$t" "$rcpt" sent 300) || return 1
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	check_sent "$line" >/dev/null || return 1
+	qid=$(mail_qid "$t")
+	! queue_has "$qid" || fail "$qid is still queued" || return 1
+	file=$(mailbox_one bob "$t") || return 1
+	mailbox_verbatim "$file" "$f" || return 1
+	got=$(awk -v b="--$b" '
+		$0 == b { part++; hdr = 1; b64 = 0; next }
+		index($0, b) == 1 { exit }
+		hdr && $0 == "" { hdr = 0; next }
+		hdr && tolower($0) ~ /^content-transfer-encoding: *base64/ { b64 = 1 }
+		!hdr && b64 && part == 2 { print }
+	' "$file" | base64 -d | sha256sum | cut -d' ' -f1)
+	[[ $got == "$sum" ]] || fail "attachment sha256 $got, sent $sum" || return 1
+	say "  attachment decoded from the Maildir file: sha256 matches ($sum)"
+	rm -f "$bin"
+}
+
+# 2. A domain pinned in the sender's static transport map
+#    (hash:.../onionmx_transport, "pinned.onionmx.test onionmx:[ONION]:25"):
+#    delivered, and not one DNS query names the domain.
+scenario_static_map() {
+	local rcpt="bob@$PF_PINNED_DOMAIN" t line dmark route
+	route=$(transport_route "$rcpt") || fail "transport_maps have no route for $rcpt" || return 1
+	[[ $route == *" -> onionmx:[$TOR_ONION]:25" ]] || fail "unexpected route: $route" || return 1
+	say "  route: $route"
+	route=$(postmap -c "$SEND_DIR/etc" -q "$PF_PINNED_DOMAIN" "$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr -s ', ' '\n' | grep -F ":$PF_STATIC_MAP" | head -1)") ||
+		fail "$PF_PINNED_DOMAIN is not in the static map $PF_STATIC_MAP" || return 1
+	[[ $route == "onionmx:[$TOR_ONION]:25" ]] || fail "static map entry: $route" || return 1
+	dmark=$(dns_mark)
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
+	check_sent "$line" >/dev/null || return 1
+	mailbox_one bob "$t" >/dev/null || return 1
+	no_dns_since "$dmark" "$PF_PINNED_DOMAIN" "$PF_PINNED_DOMAIN" || return 1
+	say "  no DNS query for $PF_PINNED_DOMAIN ($(dns_queries_since "$dmark" | grep -c . || true) queries in all)"
+}
+
+# 2. A recipient at the onion name itself: no configuration, no DNS.
+scenario_onion_address() {
+	local rcpt="bob@$TOR_ONION" t line dmark
+	dmark=$(dns_mark)
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
+	check_sent "$line" >/dev/null || return 1
+	mailbox_one bob "$t" >/dev/null || return 1
+	no_dns_since "$dmark" '\.onion from' ".onion names" || return 1
+}
+
+# 3. An unknown user behind the onion: 550 5.1.1 at RCPT → bounced, and the
+#    DSN back to alice quotes the remote's reply.
+scenario_unknown_user() {
+	local rcpt=nosuchuser@recv.onionmx.test t line qid dsn
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" bounced 120) || return 1
+	[[ $line == *" relay=onionmx,"* && $line == *"dsn=5.1.1"* && $line == *"said: 550 5.1.1 "* ]] ||
+		fail "bounce without the remote's 550 5.1.1: $line" || return 1
+	qid=$(mail_qid "$t")
+	! queue_has "$qid" || fail "$qid is still queued" || return 1
+	dsn=$(mailbox_one alice "$t" "$SEND_DIR") || fail "no DSN for $t in alice's mailbox" || return 1
+	grep -q '^From: Mail Delivery System <MAILER-DAEMON@' "$dsn" || fail "$dsn is not a DSN" || return 1
+	grep -q '^Status: 5\.1\.1' "$dsn" || fail "DSN $dsn without Status: 5.1.1" || return 1
+	grep -q "^Final-Recipient: rfc822; $rcpt" "$dsn" || fail "DSN $dsn does not name $rcpt" || return 1
+	# The reply is folded in the DSN: unfold before looking for it.
+	tr -s '\n ' '  ' <"$dsn" | grep -qF "said: 550 5.1.1 <$rcpt>: Recipient address rejected" ||
+		fail "DSN $dsn does not quote the remote's '550 5.1.1 <$rcpt>: ...'" || return 1
+	(($(mailbox_count bob "$t") == 0)) || fail "$t reached a mailbox at the receiver" || return 1
+	say "  DSN $(basename "$dsn"): Status 5.1.1, quotes '550 5.1.1 <$rcpt>: Recipient address rejected'"
+}
+
+# 4. The Tor client is stopped (by its pid; the onion service keeps
+#    running): the message is deferred with 4.4.1, again and again, never
+#    bounced. Then the client is started again with the same torrc and,
+#    once it reaches the onion, postqueue -f delivers the message once.
+scenario_tor_down() {
+	local rcpt=bob@recv.onionmx.test t line qid rc=0
+	tornet_client_stop || fail "could not stop the Tor client" || return 1
+	tor_down_while_stopped || rc=1
+	tornet_client_start || fail "the Tor client did not come back" || return 1
+	((rc == 0)) || return 1
+	queue_has "$TOR_DOWN_QID" || fail "$TOR_DOWN_QID left the queue while Tor was being restarted" || return 1
+	queue_flush
+	line=$(wait_status "$TOR_DOWN_TOKEN" "$rcpt" sent 120) || return 1
+	check_sent "$line" >/dev/null || return 1
+	mailbox_one bob "$TOR_DOWN_TOKEN" >/dev/null || return 1
+	! queue_has "$TOR_DOWN_QID" || fail "$TOR_DOWN_QID is still queued" || return 1
+	say "  after the restart: delivered once ($(status_count "$TOR_DOWN_QID" "$rcpt" deferred) deferrals before)"
+}
+
+tor_down_while_stopped() {
+	local rcpt=bob@recv.onionmx.test t line qid n
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	TOR_DOWN_TOKEN=$t
+	line=$(wait_status "$t" "$rcpt" deferred 60) || return 1
+	qid=$(mail_qid "$t")
+	TOR_DOWN_QID=$qid
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	[[ $line == *" relay=onionmx,"* && $line == *"dsn=4.4.1,"* ]] || fail "not deferred with 4.4.1: $line" || return 1
+	# Postfix retries after minimal_backoff_time (10 s here): wait for a
+	# second attempt, which must be deferred the same way.
+	wait_for 45 "a second deferral of $qid" bash -c '(( $(grep -F " $1: to=<$2>," "$3" | grep -c "status=deferred") >= 2 ))' _ "$qid" "$rcpt" "$SEND_DIR/maillog" ||
+		fail "no second delivery attempt of $qid" || return 1
+	n=$(status_count "$qid" "$rcpt" deferred)
+	line=$(grep -F " $qid: to=<$rcpt>," "$SEND_DIR/maillog" | grep -F status=deferred | grep -vF 'dsn=4.4.1,') || true
+	[[ -z $line ]] || fail "a deferral of $qid without 4.4.1: $line" || return 1
+	(($(status_count "$qid" "$rcpt" bounced) == 0)) || fail "$qid bounced" || return 1
+	! grep -qF "$qid: sender non-delivery notification" "$SEND_DIR/maillog" || fail "a bounce for $qid" || return 1
+	(($(mailbox_count alice "$t" "$SEND_DIR") == 0)) || fail "a bounce for $t in alice's mailbox" || return 1
+	(($(mailbox_count bob "$t") == 0)) || fail "$t delivered although Tor is down" || return 1
+	queue_has "$qid" || fail "$qid is no longer queued" || return 1
+	say "  $n attempts, all deferred with 4.4.1; no bounce; $qid still queued"
+}
+
+# 5. A domain without an SRV record is not routed to onionmx: the lookup
+#    server answers NOTFOUND and the default transport (plain SMTP to the
+#    receiver, the "clear net" here) delivers it.
+scenario_no_srv() {
+	local rcpt=bob@clear.onionmx.test t line dmark route
+	dmark=$(dns_mark)
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" sent 60) || return 1
+	[[ $line =~ \ relay=([^,]*), ]] || fail "no relay= in $line" || return 1
+	[[ ${BASH_REMATCH[1]} != onionmx* ]] || fail "routed to onionmx: $line" || return 1
+	[[ ${BASH_REMATCH[1]} == "127.0.0.1[127.0.0.1]:$RECV_SMTP_PORT" && $line == *"postfix/smtp["* ]] ||
+		fail "not the default transport (smtp to 127.0.0.1:$RECV_SMTP_PORT): $line" || return 1
+	say "  relay=${BASH_REMATCH[1]} (default transport)"
+	# (The harness's own fake onionmx asks no DNS.)
+	is_selftest || dns_queries_since "$dmark" | grep -qF "query[SRV] _onion-mx._tcp.clear.onionmx.test " ||
+		fail "the lookup server did not ask for _onion-mx._tcp.clear.onionmx.test" || return 1
+	if route=$(transport_route "$rcpt"); then
+		fail "transport_maps answer for $rcpt: $route"
+		return 1
+	fi
+	mailbox_one bob "$t" >/dev/null || return 1
+}
+
+# 6. A burst of 50 messages, each with its own token: every one delivered
+#    exactly once. Reports the wall time from the first submission to the
+#    empty queue.
+scenario_burst() {
+	local rcpt=bob@recv.onionmx.test n=50 i t0 tsub twall tokens=() t counts bad=0 deferred=0
+	queue_empty || fail "the queue is not empty before the burst" || return 1
+	local run
+	run=burst-$(date +%s%N)
+	mkdir -p "$WORK/msgs"
+	for ((i = 1; i <= n; i++)); do
+		t=$run-$(printf %02d "$i")
+		tokens+=("$t")
+		{
+			msg_headers alice@send.onionmx.test "$t" "$rcpt"
+			printf '\ntoken %s\nmessage %d of %d\n' "$t" "$i" "$n"
+		} >"$WORK/msgs/$t.eml"
+	done
+	# All 50 sendmail processes at once: a burst, not a trickle.
+	local pids=() p
+	t0=$(date +%s.%N)
+	for t in "${tokens[@]}"; do
+		mail_submit "$WORK/msgs/$t.eml" alice@send.onionmx.test "$rcpt" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" || bad=1
+	done
+	((bad == 0)) || fail "sendmail failed for some of the burst" || return 1
+	tsub=$(elapsed_since "$t0")
+	# Done: the log has all of them removed from the queue, and the queue
+	# is empty (showq may miss a message that moves between queues).
+	# Polled every 0.2 s for a tight wall time.
+	local deadline=$((SECONDS + 300))
+	until burst_done "$run" "$n"; do
+		((SECONDS < deadline)) || fail "the queue is not empty after 300 s: $(queue_ids | wc -l) left" || return 1
+		sleep 0.2
+	done
+	twall=$(elapsed_since "$t0")
+	report_set burst_wall "$twall"
+	report_set burst_submit "$tsub"
+	say "  $n messages submitted (in parallel) in ${tsub}s; queue empty ${twall}s after the first submission"
+	# The log, in one pass: per message (by its Message-ID), its queue id,
+	# how many status=sent lines (must be 1, via onionmx), deferrals and
+	# bounces. Lines may lag the queue by a moment: retry for 10 s.
+	local summary deadline2=$((SECONDS + 10))
+	while :; do
+		summary=$(awk -v run="$run" -v rcpt="$rcpt" '
+			match($0, / [0-9A-F]+: message-id=</) {
+				q = substr($0, RSTART + 1, RLENGTH - 15)
+				id = substr($0, RSTART + RLENGTH)
+				sub(/@.*/, "", id)
+				if (index(id, run "-") == 1) { tok[q] = id; order[++n] = q }
+				next
+			}
+			match($0, / [0-9A-F]+: to=</) {
+				q = substr($0, RSTART + 1, RLENGTH - 7)
+				if (!(q in tok) || index($0, "to=<" rcpt ">,") == 0) next
+				if ($0 ~ /status=sent/) { sent[q]++; if ($0 !~ / relay=onionmx,/) other[q]++ }
+				else if ($0 ~ /status=deferred/) def[q]++
+				else if ($0 ~ /status=(bounced|expired)/) bnc[q]++
+			}
+			END {
+				for (i = 1; i <= n; i++) {
+					q = order[i]
+					printf "%s %s %d %d %d %d\n", tok[q], q, sent[q], def[q], bnc[q], other[q]
+				}
+			}
+		' "$SEND_DIR/maillog")
+		bad=0
+		[[ $(grep -c . <<<"$summary") == "$n" ]] || bad=1
+		awk '$3 != 1 || $5 != 0 || $6 != 0 { exit 1 }' <<<"$summary" || bad=1
+		((bad == 0 || SECONDS >= deadline2)) && break
+		sleep 0.5
+	done
+	if ((bad)); then
+		say "  per message: token qid sent deferred bounced not-via-onionmx (those not exactly 1 0 0 0, or missing):"
+		awk '$3 != 1 || $5 != 0 || $6 != 0' <<<"$summary" | sed 's/^/    /' >&2
+		say "  $(grep -c . <<<"$summary") of $n messages in the log"
+		fail "not every message of the burst was sent exactly once via onionmx"
+		return 1
+	fi
+	deferred=$(awk '{ d += $4 } END { print d + 0 }' <<<"$summary")
+	# The mailbox: each token in exactly one file.
+	counts=$(grep -rlsF -- "$run-" "$RECV_DIR/mail/bob/new" "$RECV_DIR/mail/bob/cur" |
+		xargs -r grep -hoE "^Message-ID: <$run-[0-9]+@" | sort | uniq -c)
+	for t in "${tokens[@]}"; do
+		i=$(awk -v k="<$t@" '$3 == k { print $1 }' <<<"$counts")
+		[[ ${i:-0} == 1 ]] || {
+			say "  $t is in ${i:-0} messages"
+			bad=1
+		}
+	done
+	[[ $(grep -c . <<<"$counts") == "$n" ]] || bad=1
+	((bad == 0)) || fail "the mailbox does not hold each of the $n messages exactly once" || return 1
+	say "  all $n in bob's Maildir exactly once ($deferred deferrals on the way)"
+}
+
+# burst_done RUN N: N messages with Message-IDs <RUN-...@ were queued and
+# removed from the queue, and the queue is empty.
+burst_done() {
+	local ids
+	ids=$(sed -nE "s/.* ([0-9A-F]+): message-id=<$1-[0-9]+@.*/\1/p" "$SEND_DIR/maillog" | sort -u)
+	(($(grep -c . <<<"$ids") >= $2)) || return 1
+	(($(grep -cE " ($(paste -sd'|' <<<"$ids")): removed\$" "$SEND_DIR/maillog") >= $2)) || return 1
+	queue_empty
+}
+
+# An onion nobody serves (no descriptor): temporary failure, stays queued.
+scenario_dead_onion() {
+	local rcpt=bob@dead.onionmx.test t line qid
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" deferred 200) || return 1
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	[[ $line == *" relay=onionmx,"* && $line == *"dsn=4."* ]] || fail "unexpected deferral: $line" || return 1
+	qid=$(mail_qid "$t")
+	queue_has "$qid" || fail "$qid is no longer queued" || return 1
 	queue_delete "$qid"
 }
 
-# 5. A domain without an SRV record goes to the default transport (clearnet).
-scenario_no_srv() {
-	local t line
-	t=$(mail_send alice@send.onionmx.test bob@clear.onionmx.test) || return 1
-	line=$(wait_status "$t" bob@clear.onionmx.test sent 60) || return 1
-	[[ $line == *"relay=127.0.0.1[127.0.0.1]:$RECV_SMTP_PORT"* ]] || fail "not the default transport: $line" || return 1
-	wait_mailbox bob "$t" || fail "message $t not in bob's mailbox" || return 1
+# The receiving MTA is down (the onion is up, its target port closed):
+# deferred; once it is back, a queue flush delivers the message once.
+scenario_receiver_down() {
+	local rcpt=bob@recv.onionmx.test t line
+	pf_stop "$RECV_DIR"
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || {
+		pf_start "$RECV_DIR"
+		return 1
+	}
+	line=$(wait_status "$t" "$rcpt" deferred 200) || {
+		pf_start "$RECV_DIR"
+		return 1
+	}
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	[[ $line == *" relay=onionmx,"* && $line == *"dsn=4."* ]] || {
+		pf_start "$RECV_DIR"
+		fail "unexpected deferral: $line"
+		return 1
+	}
+	pf_start "$RECV_DIR"
+	wait_for 20 "receiver smtpd" smtp_listening "$RECV_SMTP_PORT" || fail "the receiver did not come back" || return 1
+	queue_flush
+	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
+	check_sent "$line" >/dev/null || return 1
+	mailbox_one bob "$t" >/dev/null || return 1
 }
 
-# 6. The receiving MTA is down (the onion is up, its target port closed):
-#    deferred; once it is back, a queue flush delivers the message.
-scenario_receiver_down() {
-	local t line
-	pf_stop "$RECV_DIR"
-	t=$(mail_send alice@send.onionmx.test bob@recv.onionmx.test) || { pf_start "$RECV_DIR"; return 1; }
-	line=$(wait_status "$t" bob@recv.onionmx.test deferred 200) || { pf_start "$RECV_DIR"; return 1; }
-	[[ $line == *"relay=onionmx"* && $line == *"dsn=4."* ]] || { pf_start "$RECV_DIR"; fail "unexpected deferral: $line"; return 1; }
-	pf_start "$RECV_DIR"
-	queue_flush
-	wait_status "$t" bob@recv.onionmx.test sent 120 >/dev/null || return 1
-	wait_mailbox bob "$t" || fail "message $t not in bob's mailbox" || return 1
+# An SRV target that looks like a v3 onion but is no valid key: Tor
+# refuses it (F6) and the message bounces instead of waiting for days.
+scenario_invalid_onion() {
+	local rcpt=bob@badkey.onionmx.test t line
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" bounced 60) || return 1
+	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	[[ $line == *" relay=onionmx,"* && $line == *"dsn=5."* ]] || fail "unexpected bounce: $line" || return 1
+	mailbox_one alice "$t" "$SEND_DIR" >/dev/null || fail "no bounce for $t in alice's mailbox" || return 1
 }
 
 # ---------------------------------------------------------------------------
@@ -214,16 +670,6 @@ scenario_selftest_defer() {
 	line=$(wait_status "$t" bob@recv.onionmx.test deferred 60) || return 1
 	[[ $line == *"relay=onionmx"* && $line == *"fake onionmx"* ]] || fail "unexpected: $line" || return 1
 	qid=$(mail_qid "$t")
-	queue_ids | grep -qx "$qid" || fail "$qid is no longer queued" || return 1
+	queue_has "$qid" || fail "$qid is no longer queued" || return 1
 	queue_delete "$qid"
-}
-
-# 7. An SRV target that looks like a v3 onion but is no valid key: Tor
-#    refuses it (F6) and the message bounces instead of waiting for days.
-scenario_invalid_onion() {
-	local t line
-	t=$(mail_send alice@send.onionmx.test bob@badkey.onionmx.test) || return 1
-	line=$(wait_status "$t" bob@badkey.onionmx.test bounced 60) || return 1
-	[[ $line == *"relay=onionmx"* && $line == *"dsn=5."* ]] || fail "unexpected bounce: $line" || return 1
-	wait_mailbox alice "$t" "$SEND_DIR" || fail "no bounce for $t in alice's mailbox" || return 1
 }

@@ -12,6 +12,9 @@
 #   tornet_wait_ready   client bootstrapped, descriptor uploaded, and a real
 #                       connection through the SocksPort to ONION:25 answers
 #   tornet_newnym       SIGNAL NEWNYM on the client's ControlPort
+#   tornet_client_stop, tornet_client_start
+#                       stop the client by its pid; start it again with the
+#                       same torrc and wait for a working onion connection
 #
 # Variables set: TOR_SOCKS_PORT, TOR_CONTROL_PORT, TOR_ONION (xyz.onion),
 # TOR_DIR. Needs: RECV_SMTP_PORT (where the onion service points), ports
@@ -241,14 +244,60 @@ tornet_wait_ready() {
 		die "tor: onion service descriptor was not uploaded"
 	TOR_T_DESC=$(elapsed_since "$TOR_T0")
 	say "tor: descriptor uploaded after ${TOR_T_DESC}s"
+	tornet_wait_onion || die "tor: no connection to $TOR_ONION:25 through the SocksPort"
+	TOR_T_READY=$(elapsed_since "$TOR_T0")
+	say "tor: onion connection works after ${TOR_T_READY}s: $TOR_PROBE_GREETING"
+}
+
+# tornet_wait_onion: up to 8 probes of $TOR_ONION:25 through the client,
+# with a NEWNYM and 2 s between them.
+tornet_wait_onion() {
 	local tries=0
 	until tornet_probe; do
-		((++tries < 8)) || die "tor: no connection to $TOR_ONION:25 through the SocksPort"
+		((++tries < 8)) || return 1
 		tornet_newnym || true
 		sleep 2
 	done
-	TOR_T_READY=$(elapsed_since "$TOR_T0")
-	say "tor: onion connection works after ${TOR_T_READY}s: $TOR_PROBE_GREETING"
+}
+
+# tornet_client_stop: stops the Tor client (only it: the onion service and
+# the relays keep running) by the pid in its PidFile, and waits until it is
+# gone and its SocksPort refuses connections.
+tornet_client_stop() {
+	local pid
+	pid=$(pid_of "$TOR_DIR/client/tor.pid") || {
+		say "tor: the client is not running"
+		return 1
+	}
+	kill -TERM "$pid" 2>/dev/null || return 1
+	if ! wait_for 15 "tor client ($pid) to exit" bash -c "! kill -0 $pid" _; then
+		kill -KILL "$pid" 2>/dev/null || true
+		wait_for 5 "tor client ($pid) to die" bash -c "! kill -0 $pid" _ || return 1
+	fi
+	wait_for 10 "SocksPort $TOR_SOCKS_PORT to close" port_free "$TOR_SOCKS_PORT" || return 1
+	say "tor: client (pid $pid) stopped"
+}
+
+# tornet_client_start: starts the client again with the same torrc (same
+# PidFile, so the pid bookkeeping still covers it), waits for it to
+# bootstrap again and for a working connection to the onion. Prints the
+# seconds it took.
+tornet_client_start() {
+	local mark t0
+	t0=$(date +%s.%N)
+	mark=$(log_lines "$TOR_DIR/client/notice.log")
+	tor -f "$TOR_DIR/client/torrc" --defaults-torrc "$TOR_DIR/empty" >>"$TOR_DIR/client/stdout.log" 2>&1 || {
+		say "tor: the client did not start again: $(tail -5 "$TOR_DIR/client/stdout.log")"
+		return 1
+	}
+	wait_for 90 "client bootstrap after the restart" tornet_client_bootstrapped_since "$mark" || return 1
+	say "tor: client (pid $(pid_of "$TOR_DIR/client/tor.pid")) bootstrapped again after $(elapsed_since "$t0")s"
+	tornet_wait_onion || return 1
+	say "tor: onion connection works again after $(elapsed_since "$t0")s: $TOR_PROBE_GREETING"
+}
+
+tornet_client_bootstrapped_since() { # MARK (lines of notice.log before the restart)
+	tail -n +"$(($1 + 1))" "$TOR_DIR/client/notice.log" 2>/dev/null | grep -q 'Bootstrapped 100%'
 }
 
 # tornet_newnym: fresh circuits and forgotten HSDir failures on the client.
