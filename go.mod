@@ -9,11 +9,13 @@ require (
 	golang.org/x/net v0.62.0
 )
 
-// For tests only.
-require github.com/rogpeppe/go-internal v1.16.0
+// For tests only: testscript, and md2man to generate the man page.
+require (
+	github.com/cpuguy83/go-md2man/v2 v2.0.7
+	github.com/rogpeppe/go-internal v1.16.0
+)
 
 require (
-	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect

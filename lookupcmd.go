@@ -19,12 +19,16 @@ import (
 // for people, "socketmap" and "tcptable" for transport_maps (package
 // lookupd).
 
-// routeFlags are the flags of the three commands; --map and --dns are
-// those of deliver, so that routing and delivery see the same routes.
+// routeFlags are the flags of the three commands; --map and the DNS flags
+// are those of deliver, so that routing and delivery see the same routes.
+// --socks is used only with --dns-via-tor.
 func routeFlags() []cli.Flag {
 	return []cli.Flag{
 		mapFlag,
 		dnsFlag,
+		dnssecFlag,
+		dnsViaTorFlag,
+		socksFlag,
 		&cli.StringFlag{Name: "transport", Value: "onionmx", Usage: "the master.cf transport `NAME` the answers name"},
 		&cli.StringSliceFlag{Name: "self", Usage: "our own `DOMAIN`, never routed over Tor (\".example.org\": its subdomains); may be repeated"},
 	}

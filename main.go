@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -103,6 +102,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			lookupCommand(),
 			socketmapCommand(),
 			tcptableCommand(),
+			srvRecordCommand(),
+			checkCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -113,7 +114,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 	}
 	for _, cmd := range app.Commands {
-		cmd.OnUsageError = usageError
+		if cmd.OnUsageError == nil { // check reports its own, as a monitoring plugin
+			cmd.OnUsageError = usageError
+		}
 	}
 	return app
 }
@@ -132,10 +135,12 @@ func deliverCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, Usage: "envelope sender `ADDR`, required; empty is the null sender"},
 			&cli.StringFlag{Name: "nexthop", Usage: "Postfix ${nexthop}: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\" or a mail domain; empty: the recipients' domain"},
-			&cli.StringFlag{Name: "socks", Value: "127.0.0.1:9050", Usage: "Tor SocksPort `ADDR`: host:port or unix:/path"},
+			socksFlag,
 			&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's fully qualified name)"},
 			mapFlag,
 			dnsFlag,
+			dnssecFlag,
+			dnsViaTorFlag,
 			&cli.Int64Flag{Name: "size", Usage: "message size in `BYTES` (Postfix ${size}), for the SIZE extension"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "deadline for the whole delivery (keep it below Postfix's command_time_limit, 1000s)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: deliver.DefaultConnectTimeout, Usage: "deadline for the SOCKS connect, including Tor's onion rendezvous"},
@@ -210,8 +215,9 @@ func runDeliver(c *cli.Context) error {
 	return nil
 }
 
-// newResolver builds the route resolver from --map and --dns. A map that
-// cannot be read or parsed is a configuration error.
+// newResolver builds the route resolver from --map and the DNS flags
+// (newDNSClient). A map that cannot be read or parsed is a configuration
+// error.
 func newResolver(c *cli.Context) (*lookup.Resolver, error) {
 	r := &lookup.Resolver{}
 	for _, path := range c.StringSlice("map") {
@@ -221,16 +227,10 @@ func newResolver(c *cli.Context) (*lookup.Resolver, error) {
 		}
 		r.Maps = append(r.Maps, m)
 	}
-	res := &net.Resolver{PreferGo: true}
-	if addr := c.String("dns"); addr != "" {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, deliver.ConfigError(fmt.Errorf("--dns %q: want host:port", addr))
-		}
-		res.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}
+	dns, err := newDNSClient(c)
+	if err != nil {
+		return nil, err
 	}
-	r.DNS = res
+	r.DNS = dns
 	return r, nil
 }

@@ -40,7 +40,7 @@ func newRouteEnv(t *testing.T, failing map[string]byte, onions ...string) *route
 	})
 	r.client = &deliver.Client{
 		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: r.socks.Addr},
-		Resolver:       &lookup.Resolver{DNS: r.dns.Resolver()},
+		Resolver:       &lookup.Resolver{DNS: &lookup.DNSClient{Servers: []string{r.dns.Addr()}}},
 		Helo:           "sender.test",
 		CommandTimeout: 5 * time.Second,
 	}

@@ -152,6 +152,14 @@ func SOCKSReplyOf(err error) (SOCKSReply, bool) {
 	return 0, false
 }
 
+// DialError classifies a failure of d to connect to target ("x.onion:25")
+// through Tor, as a delivery does: Tor's SOCKS replies, timeouts, and
+// failures of the SocksPort itself. ctxErr is the error of the context the
+// connect ran under, if any. onionmx check words its results with it.
+func DialError(d Dialer, target string, err, ctxErr error) *Error {
+	return dialError(fmtStringer(d), target, err, ctxErr)
+}
+
 // dialError classifies a failure to connect to target through Tor.
 func dialError(socks fmt.Stringer, target string, err error, ctxErr error) *Error {
 	if code, ok := SOCKSReplyOf(err); ok {

@@ -40,6 +40,13 @@ func CheckOnion(name string) error {
 	}
 	n = strings.TrimSuffix(n, ".onion")
 	if i := strings.LastIndexByte(n, '.'); i >= 0 {
+		// The subdomain labels mean nothing to Tor, but they are passed
+		// on (to Tor, into Postfix's nexthop): host-name characters only.
+		for _, label := range strings.Split(n[:i], ".") {
+			if !isLDHLabel(label) {
+				return fmt.Errorf("onion address has a subdomain label %q that is not a host name label", label)
+			}
+		}
 		n = n[i+1:]
 	}
 	switch {
@@ -66,6 +73,21 @@ func CheckOnion(name string) error {
 		return errors.New("onion address checksum mismatch (typo?)")
 	}
 	return nil
+}
+
+// isLDHLabel reports whether label (lower case) is a host name label:
+// letters, digits and inner hyphens, 1 to 63 of them (RFC 1123 section 2.1).
+func isLDHLabel(label string) bool {
+	if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // OnionFromKey returns the v3 onion name ("<56 characters>.onion") of an

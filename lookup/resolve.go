@@ -15,10 +15,15 @@
 //  4. Only v3 onion addresses are usable targets. v2 addresses, bad
 //     checksums, names outside .onion (onionmx never dials the clear net)
 //     and the RFC 2782 "." target are skipped, each with a reason.
+//  5. With DNSSEC required (DNSClient.DNSSEC), SRV records count only when
+//     the resolver set the AD bit; unauthenticated records are no route.
 //
 // A domain without a usable route is a permanent *Error; an unknown answer
 // (SERVFAIL, timeout) is a temporary one, so that mail is deferred and never
 // sent over the clear net instead.
+//
+// DNSClient sends the SRV queries: over UDP and TCP to the system's
+// resolvers or a given server, or as DNS over TCP through Tor's SocksPort.
 package lookup
 
 import (
@@ -37,8 +42,10 @@ import (
 // records under: "_onion-mx._tcp.<domain>. IN SRV prio weight port x.onion."
 const SRVService = "_onion-mx._tcp."
 
-// SRVResolver looks up SRV records. *net.Resolver implements it; tests pass
-// their own.
+// SRVResolver looks up SRV records, with Go's *net.Resolver conventions: a
+// *net.DNSError with IsNotFound for a name that does not exist, any other
+// error for an unknown answer. *DNSClient implements it, and so does
+// *net.Resolver; tests pass their own.
 type SRVResolver interface {
 	LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
 }
@@ -188,6 +195,15 @@ func (r *Resolver) fromSRV(ctx context.Context, route *Route) error {
 		return &Error{Domain: route.Domain, Looked: "static maps (DNS not used)"}
 	}
 	_, srvs, err := r.DNS.LookupSRV(ctx, "", "", name)
+	if errors.Is(err, ErrNotAuthenticated) {
+		// Whatever came with it does not count: the records may be forged.
+		// Keep the reason without Go's "lookup NAME on SERVER" prefix.
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			err = fmt.Errorf("%w%s", ErrNotAuthenticated, strings.TrimPrefix(dnsErr.Err, ErrNotAuthenticated.Error()))
+		}
+		return &Error{Domain: route.Domain, Looked: route.Source, Err: err}
+	}
 	if err != nil {
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {

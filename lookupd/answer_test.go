@@ -100,7 +100,7 @@ func TestLookup(t *testing.T) {
 		{key: "bob@[192.0.2.1]", class: NotFound, reason: "address literal"},
 		// No route.
 		{key: "erin@nxdomain.example", class: NotFound, reason: "no such record", queried: srvName("nxdomain.example")},
-		{key: "x@nodata.example", class: NotFound, reason: "no such record", queried: srvName("nodata.example")},
+		{key: "x@nodata.example", class: NotFound, reason: "no records", queried: srvName("nodata.example")},
 		{key: "x@dot.example", class: NotFound, reason: "no usable onion target", queried: srvName("dot.example")},
 		{key: "x@clear.example", class: NotFound, reason: "no usable onion target", queried: srvName("clear.example")},
 		// Unknown answers: TEMP, never NOTFOUND (which would send the mail

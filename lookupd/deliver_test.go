@@ -120,7 +120,7 @@ func TestAnswersDeliver(t *testing.T) {
 	}
 	client := &deliver.Client{
 		Dialer:         d,
-		Resolver:       &lookup.Resolver{DNS: f.dns.Resolver()},
+		Resolver:       &lookup.Resolver{DNS: &lookup.DNSClient{Servers: []string{f.dns.Addr()}}},
 		Helo:           "sender.test",
 		ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 5 * time.Second,

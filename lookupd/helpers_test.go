@@ -75,7 +75,7 @@ func newFixture(t testing.TB) *fixture {
 	d.SetSRV("_onion-mx._tcp.self.example.", srv(0, 0, 25, f.o1))
 	d.SetSRV("_onion-mx._tcp.a.ours.example.", srv(0, 0, 25, f.o1))
 	f.a = &Answerer{
-		Resolver:  &lookup.Resolver{Maps: []*lookup.Map{m}, DNS: d.Resolver()},
+		Resolver:  &lookup.Resolver{Maps: []*lookup.Map{m}, DNS: &lookup.DNSClient{Servers: []string{d.Addr()}}},
 		Transport: "onionmx",
 		Self:      []string{"self.example", ".ours.example"},
 		Timeout:   time.Second,

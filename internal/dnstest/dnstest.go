@@ -13,6 +13,9 @@
 //	...
 //	if q := dns.Queries(); len(q) != 0 { t.Errorf("unexpected queries %v", q) }
 //
+// An answer with AD set stands for a validating resolver's answer for a
+// signed zone; Query records whether the query carried the DO bit.
+//
 // Names are compared without regard to case, with or without the trailing
 // dot. A name without an answer gets the default answer, NXDOMAIN unless
 // SetDefault changes it.
@@ -57,6 +60,9 @@ type Answer struct {
 	// Truncate answers UDP queries with the TC bit and no records, so that
 	// the client asks again over TCP.
 	Truncate bool
+	// AD sets the AD (authenticated data) bit: the answer as a validating
+	// resolver gives it for a DNSSEC-signed zone (RFC 4035 section 3.2.3).
+	AD bool
 }
 
 // Common answers.
@@ -73,9 +79,18 @@ type Query struct {
 	Name string // lower case, fully qualified: "_onion-mx._tcp.example.org."
 	Type dnsmessage.Type
 	Net  string // "udp" or "tcp"
+	// EDNS is set when the query had an OPT record (RFC 6891), and DO when
+	// that record asked for DNSSEC records (RFC 3225).
+	EDNS, DO bool
 }
 
-func (q Query) String() string { return q.Name + " " + q.Type.String() + " (" + q.Net + ")" }
+func (q Query) String() string {
+	s := q.Name + " " + q.Type.String() + " (" + q.Net
+	if q.DO {
+		s += ", DO"
+	}
+	return s + ")"
+}
 
 // Server is a DNS server on 127.0.0.1. Its methods are safe for concurrent
 // use; answers may be changed while it runs.
@@ -309,9 +324,10 @@ func (s *Server) respond(msg []byte, network string) []byte {
 		return nil
 	}
 	name := canonical(q.Name.String())
+	edns, do := queryOPT(p)
 
 	s.mu.Lock()
-	s.queries = append(s.queries, Query{Name: name, Type: q.Type, Net: network})
+	s.queries = append(s.queries, Query{Name: name, Type: q.Type, Net: network, EDNS: edns, DO: do})
 	a, ok := s.answers[name]
 	if !ok {
 		a = s.def
@@ -328,14 +344,34 @@ func (s *Server) respond(msg []byte, network string) []byte {
 			return nil
 		}
 	}
-	resp, err := build(h, q, a, network)
+	resp, err := build(h, q, a, network, edns, do)
 	if err != nil {
 		return nil
 	}
 	return resp
 }
 
-func build(qh dnsmessage.Header, q dnsmessage.Question, a Answer, network string) ([]byte, error) {
+// queryOPT reports whether the rest of a query (after its question) has an
+// OPT record, and whether its DO bit is set.
+func queryOPT(p dnsmessage.Parser) (edns, do bool) {
+	if p.SkipAllQuestions() != nil || p.SkipAllAnswers() != nil || p.SkipAllAuthorities() != nil {
+		return false, false
+	}
+	for {
+		h, err := p.AdditionalHeader()
+		if err != nil {
+			return edns, do
+		}
+		if h.Type == dnsmessage.TypeOPT {
+			return true, h.DNSSECAllowed()
+		}
+		if p.SkipAdditional() != nil {
+			return false, false
+		}
+	}
+}
+
+func build(qh dnsmessage.Header, q dnsmessage.Question, a Answer, network string, edns, do bool) ([]byte, error) {
 	h := dnsmessage.Header{
 		ID:                 qh.ID,
 		Response:           true,
@@ -343,6 +379,7 @@ func build(qh dnsmessage.Header, q dnsmessage.Question, a Answer, network string
 		Authoritative:      true,
 		RecursionDesired:   qh.RecursionDesired,
 		RecursionAvailable: true,
+		AuthenticData:      a.AD,
 		RCode:              a.RCode,
 	}
 	truncate := a.Truncate && network == "udp"
@@ -372,6 +409,20 @@ func build(qh dnsmessage.Header, q dnsmessage.Question, a Answer, network string
 			}); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if edns {
+		// An EDNS query gets an OPT record back, with the DO bit copied
+		// (RFC 6891 section 7, RFC 3225 section 3).
+		if err := b.StartAdditionals(); err != nil {
+			return nil, err
+		}
+		var opt dnsmessage.ResourceHeader
+		if err := opt.SetEDNS0(1232, dnsmessage.RCodeSuccess, do); err != nil {
+			return nil, err
+		}
+		if err := b.OPTResource(opt, dnsmessage.OPTResource{}); err != nil {
+			return nil, err
 		}
 	}
 	return b.Finish()

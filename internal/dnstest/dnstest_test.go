@@ -116,3 +116,67 @@ func TestDelayAndDrop(t *testing.T) {
 		t.Fatal("Close hangs on a delayed answer")
 	}
 }
+
+// exchange sends one SRV query over UDP, with an OPT record carrying the DO
+// bit as given, or none, and returns the parsed response.
+func exchange(t *testing.T, s *Server, name string, edns, do bool) (dnsmessage.Header, []dnsmessage.Resource, []dnsmessage.Resource) {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, RecursionDesired: true})
+	b.StartQuestions()
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeSRV, Class: dnsmessage.ClassINET})
+	if edns {
+		b.StartAdditionals()
+		var opt dnsmessage.ResourceHeader
+		opt.SetEDNS0(1232, dnsmessage.RCodeSuccess, do)
+		b.OPTResource(opt, dnsmessage.OPTResource{})
+	}
+	q, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(q)
+	buf := make([]byte, 65535)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m dnsmessage.Message
+	if err := m.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return m.Header, m.Answers, m.Additionals
+}
+
+// TestDNSSECBits: an answer's AD bit as set, the query's DO bit recorded,
+// and an OPT record back for an EDNS query, with DO copied.
+func TestDNSSECBits(t *testing.T) {
+	s := New(t)
+	s.Set("_onion-mx._tcp.signed.example.", Answer{SRV: []SRV{{Port: 25, Target: "a.onion"}}, AD: true})
+	s.SetSRV("_onion-mx._tcp.unsigned.example.", SRV{Port: 25, Target: "a.onion"})
+
+	h, answers, extra := exchange(t, s, "_onion-mx._tcp.signed.example.", true, true)
+	if !h.AuthenticData || len(answers) != 1 || len(extra) != 1 || extra[0].Header.Type != dnsmessage.TypeOPT || !extra[0].Header.DNSSECAllowed() {
+		t.Errorf("signed: header %+v, %d answers, additionals %+v", h, len(answers), extra)
+	}
+	h, _, extra = exchange(t, s, "_onion-mx._tcp.unsigned.example.", true, false)
+	if h.AuthenticData || len(extra) != 1 || extra[0].Header.DNSSECAllowed() {
+		t.Errorf("unsigned: header %+v, additionals %+v", h, extra)
+	}
+	if _, _, extra = exchange(t, s, "_onion-mx._tcp.unsigned.example.", false, false); len(extra) != 0 {
+		t.Errorf("no EDNS: additionals %+v", extra)
+	}
+	want := []Query{
+		{Name: "_onion-mx._tcp.signed.example.", Type: dnsmessage.TypeSRV, Net: "udp", EDNS: true, DO: true},
+		{Name: "_onion-mx._tcp.unsigned.example.", Type: dnsmessage.TypeSRV, Net: "udp", EDNS: true},
+		{Name: "_onion-mx._tcp.unsigned.example.", Type: dnsmessage.TypeSRV, Net: "udp"},
+	}
+	if got := s.Queries(); !slices.Equal(got, want) {
+		t.Errorf("queries %v, want %v", got, want)
+	}
+}

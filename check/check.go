@@ -1,0 +1,530 @@
+// Package check is onionmx's health check: what an operator puts in a
+// monitoring system (Nagios, Icinga, Sensu, check_mk: the monitoring-plugin
+// conventions) and in a timer that restarts Tor. It never sends mail, and
+// its verdict tells trouble with the local Tor from trouble at the remote
+// end.
+//
+// A check goes through these steps:
+//
+//  1. Probe the SocksPort: connect, offer the SOCKS5 authentication methods
+//     and hang up on the answer, before any CONNECT, so that Tor builds no
+//     circuit for it. If nothing answers, or what answers is not SOCKS5,
+//     the local Tor is down: CRITICAL, and no target is tried.
+//  2. Resolve each target as deliver does (package lookup): a bracketed
+//     nexthop or an onion name needs no lookup; a mail domain goes through
+//     the static maps, then its SRV records, and every usable target of
+//     its route is checked.
+//  3. For all targets at once: connect through Tor, read the greeting and
+//     say EHLO (HELO when EHLO is not understood). The time from the start
+//     of the connect to the end of the reply to EHLO is the target's time.
+//  4. With the relay test: MAIL FROM and RCPT TO a foreign address
+//     (ProbeAddress), then RSET. Never DATA.
+//  5. QUIT.
+//  6. The verdict, below.
+//
+// One deadline (Checker.Timeout) bounds the whole check, resolution
+// included: it is enforced by closing the connections, since go-smtp
+// clears its own deadlines after each command.
+//
+// The verdict, from worst to best:
+//
+//   - CRITICAL: the SocksPort does not answer SOCKS5; or a target accepted
+//     the foreign recipient of the relay test (an open relay); or no target
+//     answered through Tor: every target that was tried failed on the way
+//     (a SOCKS error, a timeout, a lost connection, or an answer slower than
+//     Crit) and none was refused by its SMTP server. The local Tor is then
+//     the common factor: restart it.
+//   - UNKNOWN: nothing could be checked: no target has a route (DNS failed,
+//     no SRV record), or the SocksPort's socket may not be opened (a
+//     permission problem, which restarting Tor does not fix).
+//   - WARNING: some targets failed; or all failed but at least one SMTP
+//     server answered with an error (Tor works: the remotes refuse); or an
+//     answer took longer than Warn; or the relay test proved nothing (a 4xx
+//     reply, or a rejected MAIL FROM).
+//   - OK: every target answered EHLO within Warn, and none relays.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// Defaults of the command's flags.
+const (
+	// DefaultTimeout bounds a whole check. Nagios (service_check_timeout),
+	// Icinga 2 (a CheckCommand's timeout) and NRPE (command_timeout) all
+	// kill a plugin after 60 seconds and report only that it was killed;
+	// 50 s leaves the plugin time to say what it found. A cold onion
+	// connection (descriptor, introduction, rendezvous) takes seconds to
+	// tens of seconds; Tor itself gives up after its SocksTimeout, 2
+	// minutes.
+	DefaultTimeout = 50 * time.Second
+	// DefaultWarn: slower than this, a target is a WARNING. A warm circuit
+	// answers in well under a second, a cold one in a few seconds to about
+	// twenty.
+	DefaultWarn = 20 * time.Second
+	// DefaultCrit: slower than this, a target counts as failed.
+	DefaultCrit = 40 * time.Second
+	// DefaultProbeTimeout bounds the SocksPort probe. Tor answers the
+	// SOCKS5 method negotiation at once, without any network traffic: ten
+	// seconds of silence mean a stuck process.
+	DefaultProbeTimeout = 10 * time.Second
+)
+
+// quitTimeout bounds the wait for the reply to QUIT: the check is over by
+// then, and nothing the server says can change it.
+const quitTimeout = 5 * time.Second
+
+// ProbeAddress is the sender and the recipient of the relay test. The
+// .invalid top-level domain (RFC 2606) is nobody's, so it is foreign to
+// every server, and mail to it can never be delivered, even by an open
+// relay.
+const ProbeAddress = "probe@onionmx-relay-test.invalid"
+
+// Status is a monitoring plugin's result, and its exit status.
+type Status int
+
+// The monitoring-plugin statuses, in their exit status order.
+const (
+	OK Status = iota
+	Warning
+	Critical
+	Unknown
+)
+
+func (s Status) String() string {
+	switch s {
+	case OK:
+		return "OK"
+	case Warning:
+		return "WARNING"
+	case Critical:
+		return "CRITICAL"
+	}
+	return "UNKNOWN"
+}
+
+// Checker checks onion MXs through Tor. Zero durations mean the defaults.
+type Checker struct {
+	// SOCKS is Tor's SocksPort.
+	SOCKS *deliver.SOCKSDialer
+	// Resolver resolves mail domains to onion targets, as for deliver.
+	Resolver *lookup.Resolver
+	// Helo is the name to send in EHLO.
+	Helo string
+	// Timeout bounds the whole check; Warn and Crit are the thresholds for
+	// a target's time.
+	Timeout, Warn, Crit time.Duration
+	// RelayTest, when set, makes sure that each target refuses to relay.
+	RelayTest bool
+	// ProbeTimeout bounds the SocksPort probe.
+	ProbeTimeout time.Duration
+}
+
+// Outcome is how far the check of a target got.
+type Outcome int
+
+const (
+	// Answered: the target answered EHLO (see Result.Elapsed for how fast).
+	Answered Outcome = iota
+	// NoRoute: the argument has no usable onion route; nothing was tried.
+	NoRoute
+	// Transit: Tor could not connect, or the connection timed out or was
+	// lost before the reply to EHLO. The fault may be local or remote.
+	Transit
+	// Refused: the remote SMTP server answered, with an error or with
+	// something that is not SMTP. Tor works.
+	Refused
+	// Internal: the check itself failed (a bug).
+	Internal
+)
+
+// Relay is the result of the relay test.
+type Relay int
+
+const (
+	RelayUntested     Relay = iota
+	RelayRejected           // a 5xx to the foreign RCPT TO: not a relay
+	RelayOpen               // a 2xx to the foreign RCPT TO: an open relay
+	RelayInconclusive       // a 4xx, a rejected MAIL FROM, a lost connection
+)
+
+// Result is the check of one target.
+type Result struct {
+	// Label names the target in the output and the performance data: the
+	// argument, followed by "/[x.onion]:port" when a domain has several
+	// targets.
+	Label string
+	// Arg is the argument the target comes from.
+	Arg string
+	// Target is the onion checked; zero with NoRoute.
+	Target lookup.Target
+	// Source says where the target comes from (lookup.Route.Source).
+	Source  string
+	Outcome Outcome
+	// Connect is the time the SOCKS connect took, Tor's rendezvous
+	// included; Elapsed the time from the start of the connect to the end
+	// of the reply to EHLO. Both are set when the target answered.
+	Connect, Elapsed time.Duration
+	// Greeting is the first line of the server's greeting, if one came.
+	Greeting string
+	// Detail says why the target failed, on one line.
+	Detail string
+	Relay  Relay
+	// RelayDetail is the reply that decided the relay test.
+	RelayDetail string
+}
+
+// Report is the outcome of a check.
+type Report struct {
+	Status Status
+	// Summary is the text of the status line.
+	Summary string
+	// SOCKS is the SocksPort's address; Probe why it failed, if it did.
+	SOCKS   string
+	Probe   error
+	Results []Result
+	// The thresholds, for the performance data.
+	Warn, Crit, Timeout time.Duration
+	// RelayTest is set when the targets were tested for open relaying.
+	RelayTest bool
+}
+
+// ParseTargets parses the TARGET arguments: "[x.onion]:port", "x.onion",
+// "x.onion:port" or a mail domain, as deliver's --nexthop. Repeated targets
+// are checked once.
+func ParseTargets(args []string) ([]string, error) {
+	if len(args) == 0 {
+		return nil, errors.New("no target given")
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range args {
+		if len(a) > 0 && a[0] == '-' {
+			return nil, fmt.Errorf("%q: flags go before the targets", a)
+		}
+		nh, err := lookup.ParseNexthop(a)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %v", a, err)
+		}
+		switch {
+		case nh.Literal || lookup.IsOnion(nh.Host):
+			// Named by hand: a typo is a usage error, not a failed target.
+			if err := lookup.CheckOnion(nh.Host); err != nil {
+				return nil, fmt.Errorf("target %q: %v", a, err)
+			}
+		case nh.Port != 0:
+			return nil, fmt.Errorf("target %q: a port goes with an onion or a bracketed nexthop, not with a mail domain", a)
+		}
+		if key := nh.String(); !seen[key] {
+			seen[key] = true
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func (c *Checker) duration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Run checks the targets (see ParseTargets). Its error is a usage error;
+// everything else is in the report.
+func (c *Checker) Run(ctx context.Context, targets []string) (*Report, error) {
+	targets, err := ParseTargets(targets)
+	if err != nil {
+		return nil, err
+	}
+	timeout := c.duration(c.Timeout, DefaultTimeout)
+	r := &Report{
+		SOCKS:     c.SOCKS.String(),
+		Warn:      c.duration(c.Warn, DefaultWarn),
+		Crit:      c.duration(c.Crit, DefaultCrit),
+		Timeout:   timeout,
+		RelayTest: c.RelayTest,
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	r.Probe = probe(ctx, c.SOCKS.Network, c.SOCKS.Addr, min(c.duration(c.ProbeTimeout, DefaultProbeTimeout), timeout))
+	if r.Probe == nil {
+		results := make([][]Result, len(targets))
+		var wg sync.WaitGroup
+		for i, t := range targets {
+			wg.Go(func() { results[i] = c.checkArg(ctx, t) })
+		}
+		wg.Wait()
+		for _, rs := range results {
+			r.Results = append(r.Results, rs...)
+		}
+	} else {
+		for _, t := range targets {
+			r.Results = append(r.Results, Result{Label: t, Arg: t, Outcome: NotTried})
+		}
+	}
+	r.Status, r.Summary = verdict(r)
+	return r, nil
+}
+
+// checkArg resolves one argument and checks its targets at once.
+func (c *Checker) checkArg(ctx context.Context, a string) (results []Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			results = []Result{{Label: a, Arg: a, Outcome: Internal, Detail: fmt.Sprintf("internal error: panic: %v", p)}}
+		}
+	}()
+	nh, err := lookup.ParseNexthop(a)
+	if err != nil { // ParseTargets checked it
+		return []Result{{Label: a, Arg: a, Outcome: Internal, Detail: err.Error()}}
+	}
+	route, err := c.Resolver.Resolve(ctx, nh)
+	if err != nil {
+		return []Result{{Label: a, Arg: a, Outcome: NoRoute, Detail: err.Error()}}
+	}
+	results = make([]Result, len(route.Targets))
+	var wg sync.WaitGroup
+	for i, t := range route.Targets {
+		label := a
+		if len(route.Targets) > 1 {
+			label = a + "/" + t.Nexthop()
+		}
+		wg.Go(func() {
+			defer func() {
+				if p := recover(); p != nil {
+					results[i] = Result{Outcome: Internal, Detail: fmt.Sprintf("internal error: panic: %v", p)}
+				}
+				results[i].Label, results[i].Arg, results[i].Target, results[i].Source = label, a, t, route.Source
+			}()
+			results[i] = c.checkTarget(ctx, t)
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// checkTarget connects to one target, reads the greeting, says EHLO, runs
+// the relay test if asked to, and says QUIT.
+func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result) {
+	start := time.Now()
+	raw, err := c.SOCKS.DialContext(ctx, "tcp", t.Addr())
+	if err != nil {
+		res.Outcome = Transit
+		res.Detail = deliver.DialError(c.SOCKS, t.Addr(), err, ctx.Err()).Msg
+		if expired(ctx) {
+			res.Detail += fmt.Sprintf(" (after %s, --timeout)", seconds(time.Since(start)))
+		}
+		return res
+	}
+	res.Connect = time.Since(start)
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+
+	conn := &watchConn{Conn: raw}
+	client := smtp.NewClient(conn)
+	// The check's deadline closes the connection before this expires.
+	client.CommandTimeout = c.duration(c.Timeout, DefaultTimeout)
+	err = client.Hello(c.Helo)
+	res.Elapsed = time.Since(start)
+	res.Greeting = conn.greeting()
+	if err != nil {
+		res.Outcome, res.Detail = helloError(ctx, conn, err, res.Elapsed)
+		if res.Outcome == Refused {
+			conn.quit(0)
+		}
+		return res
+	}
+	res.Outcome = Answered
+	if c.RelayTest {
+		res.Relay, res.RelayDetail = relayTest(client, conn)
+	}
+	conn.quit(quitTimeout)
+	return res
+}
+
+// helloError says why the greeting or EHLO failed. Before EHLO was sent,
+// the failure is the greeting's.
+func helloError(ctx context.Context, conn *watchConn, err error, elapsed time.Duration) (Outcome, string) {
+	phase, cmd := "waiting for the greeting", "the greeting"
+	if conn.wrote {
+		phase, cmd = "waiting for the reply to EHLO", "EHLO"
+	}
+	var r *smtp.SMTPError
+	var perr textproto.ProtocolError
+	switch {
+	case !conn.wrote && conn.first != "" && !isReplyLine(conn.first):
+		return Refused, fmt.Sprintf("not SMTP: the server sent %q", clean(conn.first))
+	case errors.As(err, &r) && !conn.wrote:
+		return Refused, "the server refused to talk: " + replyLine(r)
+	case errors.As(err, &r):
+		return Refused, "EHLO rejected: " + replyLine(r)
+	case errors.As(err, &perr):
+		return Refused, fmt.Sprintf("not SMTP: %s", perr)
+	case expired(ctx):
+		return Transit, fmt.Sprintf("timed out after %s (--timeout) %s", seconds(elapsed), phase)
+	case isTimeout(err):
+		return Transit, fmt.Sprintf("timed out after %s %s", seconds(elapsed), phase)
+	}
+	return Transit, fmt.Sprintf("connection lost after %s %s: %v (%s never came)", seconds(elapsed), phase, err, cmd)
+}
+
+// relayTest asks the server to relay to a foreign domain, and resets the
+// transaction. Only a 2xx to RCPT TO is an open relay and only a 5xx a
+// refusal: a 4xx says "try later", and an open relay that greylists (or
+// one behind a temporary error) would accept later.
+func relayTest(client *smtp.Client, conn *watchConn) (Relay, string) {
+	defer client.Reset()
+	if err := client.Mail(ProbeAddress, nil); !is2xx(err) {
+		return RelayInconclusive, fmt.Sprintf("MAIL FROM:<%s> not accepted (%s), so RCPT TO was not tried", ProbeAddress, describe(err))
+	}
+	err := client.Rcpt(ProbeAddress, nil)
+	var r *smtp.SMTPError
+	switch {
+	case is2xx(err):
+		return RelayOpen, fmt.Sprintf("RCPT TO:<%s> accepted: %s", ProbeAddress, clean(conn.last))
+	case errors.As(err, &r) && r.Code/100 == 5:
+		return RelayRejected, fmt.Sprintf("RCPT TO:<%s> rejected: %s", ProbeAddress, replyLine(r))
+	case errors.As(err, &r) && r.Code/100 == 4:
+		return RelayInconclusive, fmt.Sprintf("RCPT TO:<%s> deferred, not rejected: %s; only a permanent (5xx) refusal shows it does not relay (Postfix: reject_unauth_destination, not defer_unauth_destination)", ProbeAddress, replyLine(r))
+	}
+	return RelayInconclusive, fmt.Sprintf("RCPT TO:<%s>: %s", ProbeAddress, describe(err))
+}
+
+// is2xx reports success, counting a 2xx that go-smtp does not expect (it
+// wants 250 for MAIL, 25x for RCPT) as one.
+func is2xx(err error) bool {
+	var r *smtp.SMTPError
+	return err == nil || errors.As(err, &r) && r.Code/100 == 2
+}
+
+func describe(err error) string {
+	var r *smtp.SMTPError
+	if errors.As(err, &r) {
+		return replyLine(r)
+	}
+	if isTimeout(err) {
+		return "timed out"
+	}
+	return clean(err.Error())
+}
+
+// expired reports whether the check's deadline has passed. The SOCKS dial
+// may give up on the connection's deadline just before the context says so.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
+// isReplyLine reports whether a line looks like an SMTP reply: three
+// digits, then a space, a hyphen or nothing (RFC 5321 section 4.2).
+func isReplyLine(l string) bool {
+	if len(l) < 3 || len(l) > 3 && l[3] != ' ' && l[3] != '-' {
+		return false
+	}
+	for _, c := range l[:3] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// replyLine rebuilds a reply on one line: code, enhanced code, text.
+func replyLine(r *smtp.SMTPError) string {
+	s := strconv.Itoa(r.Code)
+	if ec := r.EnhancedCode; ec != smtp.NoEnhancedCode && ec[0] > 0 {
+		s += fmt.Sprintf(" %d.%d.%d", ec[0], ec[1], ec[2])
+	}
+	if r.Message != "" {
+		s += " " + r.Message
+	}
+	return clean(s)
+}
+
+// watchConn is the SMTP connection. It notes whether anything was written
+// (a failure before that is the greeting's) and keeps the first and the
+// last complete line read: the greeting, and the reply go-smtp does not
+// return on success. Only the session's goroutine uses it.
+type watchConn struct {
+	net.Conn
+	wrote       bool
+	first, last string
+	line        []byte
+}
+
+// maxLine bounds what is kept of a line: enough for any reply worth
+// showing.
+const maxLine = 512
+
+func (c *watchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	for _, b := range p[:n] {
+		if b != '\n' {
+			if len(c.line) < maxLine {
+				c.line = append(c.line, b)
+			}
+			continue
+		}
+		l := strings.TrimSuffix(string(c.line), "\r")
+		c.line = c.line[:0]
+		if c.first == "" {
+			c.first = l
+			if !isReplyLine(l) && !c.wrote {
+				// textproto would wait for more after "XYZ-": stop here.
+				return n, errNotSMTP
+			}
+		}
+		c.last = l
+	}
+	return n, err
+}
+
+var errNotSMTP = errors.New("not SMTP")
+
+func (c *watchConn) Write(p []byte) (int, error) {
+	c.wrote = true
+	return c.Conn.Write(p)
+}
+
+func (c *watchConn) greeting() string { return clean(c.first) }
+
+// quit says QUIT and waits up to wait for the reply (or for the server to
+// close). It writes on the connection itself: go-smtp's Quit after Reset
+// would say EHLO again first.
+func (c *watchConn) quit(wait time.Duration) {
+	c.SetDeadline(time.Now().Add(quitTimeout))
+	if _, err := c.Conn.Write([]byte("QUIT\r\n")); err != nil || wait <= 0 {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	c.last = ""
+	buf := make([]byte, 512)
+	for len(c.last) < 3 || c.last[:3] != "221" {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
+}

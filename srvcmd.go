@@ -1,0 +1,170 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/lookupd"
+)
+
+// The command for the receiving side: "onionmx srv-record" prints the SRV
+// record that publishes an onion MX, and checks that DNS publishes it.
+
+// The fixed fields of the printed record. Priority 0 and weight 5 are what
+// the onionmx community publishes; a domain with several onions edits them.
+const (
+	srvPriority = 0
+	srvWeight   = 5
+)
+
+// maxTTL is the largest TTL, 2^31-1 seconds (RFC 2181 section 8).
+const maxTTL = 1<<31 - 1
+
+func srvRecordCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "srv-record",
+		Usage: "print the _onion-mx._tcp SRV record that publishes an onion MX for a domain, in zone-file form; --verify checks that DNS has it",
+		Description: "The record goes to stdout; with --verify the outcome follows as zone-file comments (\"; ...\").\n" +
+			"Exit status: 0 printed, and with --verify DNS publishes that onion and port; 1 DNS does not\n" +
+			"(it says what DNS has instead); 75 DNS could not be asked; 78 a usage error.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "domain", Usage: "the mail `DOMAIN` that receives over Tor (required)"},
+			&cli.StringFlag{Name: "onion", Usage: "the v3 onion `ADDRESS` of its SMTP service (required)"},
+			&cli.IntFlag{Name: "port", Value: lookup.DefaultPort, Usage: "the onion service's SMTP `PORT`"},
+			&cli.IntFlag{Name: "ttl", Value: 3600, Usage: "the record's TTL in `SECONDS`"},
+			&cli.BoolFlag{Name: "verify", Usage: "look the record up and report whether DNS publishes that onion and port"},
+			dnsFlag,
+			dnssecFlag,
+			dnsViaTorFlag,
+			socksFlag,
+		},
+		Action: runSRVRecord,
+	}
+}
+
+func runSRVRecord(c *cli.Context) error {
+	if c.Args().Present() {
+		return deliver.ConfigError(fmt.Errorf("unexpected argument %q", c.Args().First()))
+	}
+	if c.String("domain") == "" {
+		return deliver.ConfigError(errors.New("--domain is required"))
+	}
+	if c.String("onion") == "" {
+		return deliver.ConfigError(errors.New("--onion is required"))
+	}
+	domain, err := lookup.NormalizeDomain(c.String("domain"))
+	if err != nil {
+		return deliver.ConfigError(fmt.Errorf("--domain: %v", err))
+	}
+	if lookup.IsOnion(domain) {
+		return deliver.ConfigError(fmt.Errorf("--domain %s: an onion domain needs no record, mail to it goes to the onion", domain))
+	}
+	onion := strings.TrimSuffix(strings.ToLower(c.String("onion")), ".")
+	if err := lookup.CheckOnion(onion); err != nil {
+		return deliver.ConfigError(fmt.Errorf("--onion %q: %v", c.String("onion"), err))
+	}
+	port, ttl := c.Int("port"), c.Int("ttl")
+	if port < 1 || port > 65535 {
+		return deliver.ConfigError(fmt.Errorf("--port %d: want 1 to 65535", port))
+	}
+	if ttl < 0 || ttl > maxTTL {
+		return deliver.ConfigError(fmt.Errorf("--ttl %d: want 0 to %d", ttl, maxTTL))
+	}
+	// The DNS flags are checked even without --verify, before anything is
+	// printed, like every usage error.
+	dns, err := newDNSClient(c)
+	if err != nil {
+		return err
+	}
+
+	name := lookup.SRVService + domain + "."
+	w := c.App.Writer
+	fmt.Fprintf(w, "%s %d IN SRV %d %d %d %s.\n", name, ttl, srvPriority, srvWeight, port, onion)
+	if !c.Bool("verify") {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(c.Context, lookupd.DefaultTimeout)
+	defer cancel()
+	_, srvs, err := dns.LookupSRV(ctx, "", "", name)
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, lookup.ErrNotAuthenticated):
+		fmt.Fprintf(w, "; not verified: %s\n", oneLine(dnsErrText(err)))
+		return cli.Exit("", 1)
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		fmt.Fprintf(w, "; not published: DNS has no record %s (%s)\n", name, oneLine(dnsErrText(err)))
+		return cli.Exit("", 1)
+	case err != nil:
+		fmt.Fprintf(w, "; cannot verify: %s\n", oneLine(dnsErrText(err)))
+		return cli.Exit("", deliver.ExTempFail)
+	case len(srvs) == 0:
+		fmt.Fprintf(w, "; not published: DNS has no SRV record at %s\n", name)
+		return cli.Exit("", 1)
+	}
+
+	found := false
+	for _, s := range srvs {
+		if strings.TrimSuffix(strings.ToLower(s.Target), ".") == onion && int(s.Port) == port {
+			found = true
+		}
+	}
+	authenticated := ""
+	if dns.DNSSEC == lookup.DNSSECRequire {
+		authenticated = ", DNSSEC-authenticated"
+	}
+	if found {
+		fmt.Fprintf(w, "; verified: DNS publishes %s port %d for %s%s\n", onion, port, domain, authenticated)
+		if len(srvs) > 1 {
+			fmt.Fprintf(w, "; DNS has %d records:\n", len(srvs))
+			writeSRVs(w, name, srvs)
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "; not published: DNS does not have %s port %d for %s; it has instead%s:\n", onion, port, domain, authenticated)
+	writeSRVs(w, name, srvs)
+	return cli.Exit("", 1)
+}
+
+// writeSRVs writes what DNS has, as commented-out zone-file lines, in the
+// order of priority, weight, target and port.
+func writeSRVs(w io.Writer, name string, srvs []*net.SRV) {
+	srvs = slices.Clone(srvs)
+	slices.SortFunc(srvs, func(a, b *net.SRV) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(b.Weight, a.Weight),
+			cmp.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port))
+	})
+	for _, s := range srvs {
+		fmt.Fprintf(w, ";\t%s IN SRV %d %d %d %s\n", name, s.Priority, s.Weight, s.Port, oneLine(s.Target))
+	}
+}
+
+// dnsErrText is the cause of a lookup failure without Go's
+// "lookup NAME on SERVER:" prefix.
+func dnsErrText(err error) string {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.Err
+	}
+	return err.Error()
+}
+
+// oneLine keeps text from DNS on one line of printable characters.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
