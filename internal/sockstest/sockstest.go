@@ -48,7 +48,16 @@ type Server struct {
 	Addr string
 	// Delay, if set, holds every relayed chunk that long in each direction,
 	// and the CONNECT reply twice as long (a rendezvous is a round trip).
+	// The SOCKS handshake before the CONNECT reply is never delayed: with
+	// Tor it is spoken with the local Tor.
 	Delay time.Duration
+	// EarlyDial, with Delay, dials the target of a CONNECT halfway through
+	// the CONNECT reply's delay, as an onion service connects to its target
+	// when the BEGIN cell reaches it, and starts relaying the target's
+	// first bytes from then: a greeting the target sends at once (SMTP's
+	// 220) reaches the client right after the CONNECT reply, as with Tor,
+	// rather than Delay later.
+	EarlyDial bool
 
 	connect func(Request) Response
 	ln      net.Listener
@@ -136,6 +145,10 @@ func (s *Server) handle(c net.Conn) {
 		<-s.done
 		return
 	}
+	if s.EarlyDial && s.Delay > 0 && resp.Reply == 0 && resp.Handle == nil && resp.Dial != "" {
+		s.dialEarly(c, resp.Dial)
+		return
+	}
 	s.sleep(2 * s.Delay)
 	reply := []byte{5, resp.Reply, 0, 1, 127, 0, 0, 1, 0, 0}
 	if resp.Reply != 0 {
@@ -201,10 +214,18 @@ func (s *Server) relay(a, b net.Conn) {
 // delayedCopy holds each chunk for Delay before passing it on, keeping
 // chunks in order; a pipeline of chunks in flight, as on a real path.
 func (s *Server) delayedCopy(dst, src net.Conn) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
+	s.writeChunks(dst, s.readChunks(src))
+}
+
+// chunk is a piece of relayed data and when it may be passed on.
+type chunk struct {
+	b  []byte
+	at time.Time
+}
+
+// readChunks reads src until it ends, stamping each chunk with the time it
+// may be passed on: Delay after it was read.
+func (s *Server) readChunks(src net.Conn) <-chan chunk {
 	ch := make(chan chunk, 1024)
 	go func() {
 		defer close(ch)
@@ -219,6 +240,11 @@ func (s *Server) delayedCopy(dst, src net.Conn) {
 			}
 		}
 	}()
+	return ch
+}
+
+// writeChunks writes the chunks to dst, each at its time.
+func (s *Server) writeChunks(dst net.Conn, ch <-chan chunk) {
 	for c := range ch {
 		s.sleep(time.Until(c.at))
 		if _, err := dst.Write(c.b); err != nil {
@@ -227,6 +253,45 @@ func (s *Server) delayedCopy(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// dialEarly serves a successful CONNECT to addr for EarlyDial: the target
+// is dialled after Delay, what it sends is read from then on, and the
+// CONNECT reply goes out after another Delay, ahead of that data.
+func (s *Server) dialEarly(c net.Conn, addr string) {
+	reply := []byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 0}
+	s.sleep(s.Delay)
+	up, err := net.Dial("tcp", addr)
+	if err != nil {
+		s.sleep(s.Delay)
+		reply[1] = 5 // connection refused
+		c.Write(reply)
+		return
+	}
+	defer up.Close()
+	defer s.closeOnDone(up)()
+	down := s.readChunks(up)
+	s.sleep(s.Delay)
+	if _, err := c.Write(reply); err != nil {
+		go func() {
+			for range down {
+			}
+		}()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.writeChunks(c, down)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	go func() {
+		defer wg.Done()
+		s.delayedCopy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+	}()
+	wg.Wait()
 }
 
 var errProtocol = errors.New("sockstest: protocol error")

@@ -1,0 +1,321 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/sockstest"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// pathEnv is a zero-latency path: the fake SOCKS5 server (Delay 0: it
+// relays with io.Copy, which splices on Linux) routes one onion to an SMTP
+// sink that counts and discards (the lean one, or go-smtp's), another to
+// a server that discards raw bytes; and a DNS server that must never be
+// asked.
+type pathEnv struct {
+	socks     *sockstest.Server
+	onion     string // to the lean SMTP sink
+	gosmtp    string // to the go-smtp sink
+	rawAddr   string // onion:port to the raw discard server
+	lean      *leanSink
+	sink      *countingSink
+	discard   *discardServer
+	dns       *dnstest.Server
+	viaGoSMTP bool // deliver to the go-smtp sink
+}
+
+func newPathEnv(tb testing.TB) *pathEnv {
+	e := &pathEnv{onion: newOnion(), gosmtp: newOnion(), lean: newLeanSink(tb), sink: newCountingSink(tb),
+		discard: newDiscardServer(tb), dns: dnstest.New(tb)}
+	raw := newOnion()
+	e.rawAddr = raw + ":25"
+	e.socks = sockstest.New(tb, func(r sockstest.Request) sockstest.Response {
+		switch r.Host {
+		case raw:
+			return sockstest.Response{Dial: e.discard.Addr}
+		case e.gosmtp:
+			return sockstest.Response{Dial: e.sink.Addr}
+		}
+		return sockstest.Response{Dial: e.lean.Addr}
+	})
+	return e
+}
+
+// sinkCount returns the messages and the bytes of the last one that the
+// sink in use counted.
+func (e *pathEnv) sinkCount() (msgs, bytes int64) {
+	if e.viaGoSMTP {
+		return e.sink.msgs.Load(), e.sink.bytes.Load()
+	}
+	return e.lean.msgs.Load(), e.lean.bytes.Load()
+}
+
+// run is one process run.
+type run struct {
+	wall   time.Duration // start to exit
+	cpu    time.Duration // user + system
+	rss    int64         // peak resident size (VmHWM)
+	faults int64         // page faults, minor and major
+}
+
+// start runs cmd to its end, sampling its peak memory when hwm is set.
+func start(cmd *exec.Cmd, hwm bool) (run, string, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return run{}, "", err
+	}
+	var peak <-chan int64
+	if hwm {
+		peak = watchHWM(cmd.Process.Pid)
+	}
+	err := cmd.Wait()
+	r := run{wall: time.Since(t0)}
+	if peak != nil {
+		r.rss = <-peak
+	}
+	if cmd.ProcessState != nil {
+		r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.faults = ru.Minflt + ru.Majflt
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("%s: %v: %s", cmd.Args[0], err, strings.TrimSpace(out.String()))
+	}
+	return r, out.String(), err
+}
+
+// deliverCmd is `onionmx deliver` as Postfix runs it, for a literal
+// nexthop, with --dns pointing at a server that must not be asked.
+func (e *pathEnv) deliverCmd(bin string, size int64, stdin io.Reader) *exec.Cmd {
+	onion := e.onion
+	if e.viaGoSMTP {
+		onion = e.gosmtp
+	}
+	cmd := exec.Command(bin, "deliver", "--socks", e.socks.Addr, "--dns", e.dns.Addr(), "--helo", helo,
+		"--size", strconv.FormatInt(size, 10), "-f", sender, "--nexthop", "["+onion+"]:25", "--", recipient)
+	cmd.Stdin = stdin
+	return cmd
+}
+
+// deliver runs one delivery of a size-byte message with the binary.
+func (e *pathEnv) deliver(bin string, size int64, hwm bool) (run, error) {
+	msg := &message{n: size}
+	before, _ := e.sinkCount()
+	r, out, err := start(e.deliverCmd(bin, size, msg), hwm)
+	if err != nil {
+		return r, err
+	}
+	if !strings.HasPrefix(out, "250 ") {
+		return r, fmt.Errorf("onionmx said %q", out)
+	}
+	msgs, got := e.sinkCount()
+	if msgs != before+1 {
+		return r, fmt.Errorf("the sink did not count the message")
+	}
+	// The sink gets CRLF line ends: one byte more per line.
+	if want := size + msg.lfs; got != want {
+		return r, fmt.Errorf("the sink got %d bytes, want %d", got, want)
+	}
+	return r, e.noDNS()
+}
+
+// rawCopy copies a size-byte message through the same proxy with the raw
+// client (this test binary, run as a process).
+func (e *pathEnv) rawCopy(size int64, hwm bool) (run, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return run{}, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", rawEnv, e.socks.Addr, e.rawAddr, size))
+	cmd.Stdin = &message{n: size}
+	r, _, err := start(cmd, hwm)
+	if err != nil {
+		return r, err
+	}
+	if got := e.discard.bytes.Load(); got != size {
+		return r, fmt.Errorf("the discard server got %d bytes, want %d", got, size)
+	}
+	return r, nil
+}
+
+func (e *pathEnv) noDNS() error {
+	if q := e.dns.Queries(); len(q) != 0 {
+		return fmt.Errorf("DNS queries on a literal route: %v", q)
+	}
+	return nil
+}
+
+// BenchmarkThroughput delivers messages of each -sizes with the real
+// binary to the lean sink (path=onionmx) and to go-smtp's server
+// (path=onionmx-to-gosmtp, for comparison: its reader costs more CPU than
+// the sender), and copies the same bytes raw through the same proxy
+// (path=raw), and reports MiB/s (message bytes over start-to-exit time),
+// the peak RSS and the CPU time of the process.
+func BenchmarkThroughput(b *testing.B) {
+	bin := onionmxBin(b)
+	e := newPathEnv(b)
+	for _, s := range list(*flagSizes) {
+		size, err := parseSize(s)
+		if err != nil || size <= 0 {
+			b.Fatalf("-sizes: bad size %q", s)
+		}
+		b.Run("size="+s, func(b *testing.B) {
+			for _, path := range []string{"onionmx", "raw", "onionmx-to-gosmtp"} {
+				b.Run("path="+path, func(b *testing.B) {
+					var wall, cpu time.Duration
+					var rss int64
+					e.viaGoSMTP = path == "onionmx-to-gosmtp"
+					for b.Loop() {
+						var r run
+						var err error
+						if path == "raw" {
+							r, err = e.rawCopy(size, true)
+						} else {
+							r, err = e.deliver(bin, size, true)
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
+						wall += r.wall
+						cpu += r.cpu
+						rss = max(rss, r.rss)
+					}
+					b.ReportMetric(float64(size)*float64(b.N)/(1<<20)/wall.Seconds(), "MiB/s")
+					b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+					b.ReportMetric(ms(cpu)/float64(b.N), "cpu-ms/op")
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkProcess measures start-to-exit of one delivery of a 2 KiB
+// message on a zero-latency path, as Postfix runs it once per message,
+// against what starting a process costs: /bin/true (fork and exec), an
+// empty Go program (the Go runtime), `onionmx --help` (onionmx's package
+// initialisation and the command line), and the delivery in-process
+// (Client.Deliver, no process at all).
+func BenchmarkProcess(b *testing.B) {
+	bin := onionmxBin(b)
+	hello := goHello(b)
+	e := newPathEnv(b)
+	body := smallMessage()
+	size := int64(len(body))
+	cases := []struct {
+		name string
+		run  func() (run, error)
+	}{
+		{"true", func() (run, error) {
+			r, _, err := start(exec.Command("/bin/true"), false)
+			return r, err
+		}},
+		{"go-hello", func() (run, error) {
+			r, _, err := start(exec.Command(hello), false)
+			return r, err
+		}},
+		{"onionmx-help", func() (run, error) {
+			r, out, err := start(exec.Command(bin, "--help"), false)
+			if err == nil && !strings.Contains(out, "deliver") {
+				err = fmt.Errorf("--help said %q", out)
+			}
+			return r, err
+		}},
+		{"onionmx-deliver", func() (run, error) {
+			return e.deliver(bin, size, false)
+		}},
+		{"Client.Deliver", func() (run, error) {
+			c := &deliver.Client{
+				Dialer:   &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+				Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
+				Helo:     helo,
+			}
+			t0 := time.Now()
+			res, err := c.Deliver(context.Background(), "["+e.onion+"]:25", &deliver.Message{
+				Sender: sender, Recipients: []string{recipient}, Size: size, Body: bytes.NewReader(body),
+			})
+			r := run{wall: time.Since(t0)}
+			if err == nil && !strings.HasPrefix(res.Reply, "250 ") {
+				err = fmt.Errorf("reply %q", res.Reply)
+			}
+			if err == nil {
+				err = e.noDNS()
+			}
+			return r, err
+		}},
+	}
+	for _, c := range cases {
+		b.Run("cmd="+c.name, func(b *testing.B) {
+			var walls []time.Duration
+			var faults int64
+			for b.Loop() {
+				r, err := c.run()
+				if err != nil {
+					b.Fatal(err)
+				}
+				walls = append(walls, r.wall)
+				faults += r.faults
+			}
+			b.ReportMetric(ms(percentile(walls, 0.5)), "p50-ms")
+			b.ReportMetric(ms(percentile(walls, 0.9)), "p90-ms")
+			b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
+		})
+	}
+}
+
+// TestRawCopy is the smoke test of the raw baseline and of the message
+// generator: the raw client (this binary, run as a process) copies 200 KiB
+// through the proxy, and the generator's message is what it claims.
+func TestRawCopy(t *testing.T) {
+	e := newPathEnv(t)
+	if _, err := e.rawCopy(200<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int64{1, 100, 65527, 200 << 10} {
+		m := &message{n: n}
+		b, err := io.ReadAll(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != n || b[len(b)-1] != '\n' || int64(bytes.Count(b, []byte{'\n'})) != m.lfs {
+			t.Errorf("message of %d bytes: got %d bytes, last %q, %d LFs counted as %d", n, len(b), b[len(b)-1], bytes.Count(b, []byte{'\n'}), m.lfs)
+		}
+		if n > 1000 && (!bytes.HasPrefix(b, []byte(msgHead)) || bytes.Contains(b, []byte("\n.")) || bytes.Contains(b, []byte{'\r'})) {
+			t.Errorf("message of %d bytes: unexpected content", n)
+		}
+	}
+}
+
+// goHello builds the smallest Go program that prints a line: the cost of
+// the Go runtime's start alone.
+func goHello(tb testing.TB) string {
+	dir := tb.TempDir()
+	src := filepath.Join(dir, "hello.go")
+	if err := os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "hello")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, src)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build hello: %v\n%s", err, out)
+	}
+	return bin
+}

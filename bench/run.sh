@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# What one onion delivery costs (issue 6): round trips, memory and
+# throughput, process cost. Builds onionmx and the benchmarks, runs them,
+# prints a table and writes BENCHMARKS.md at the repository root.
+#
+#   bench/run.sh              the full run (a few minutes, 1 GiB included)
+#   bench/run.sh --smoke      everything tiny, in seconds: prints the table,
+#                             writes no file unless --out is given; for CI.
+#                             Fails only if a benchmark fails, never on timing.
+#   bench/run.sh --out FILE   write the report to FILE instead
+#   bench/run.sh --keep DIR   keep the raw benchmark output in DIR
+#
+# Everything runs on loopback: a fake Tor SocksPort (internal/sockstest),
+# SMTP sinks and a DNS server that must never be asked, all in-process in
+# the benchmark binary; onionmx runs as the real binary.
+#
+# Part 4 of issue 6 (onionmx against Postfix's smtp(8) under torsocks, in
+# the e2e environment) is not here yet; it will be a section of its own
+# (--e2e) that needs a running `e2e/run.sh --up` environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$PATH"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+mode=full out= keep=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--smoke) mode=smoke ;;
+	--out) out=${2:?--out needs a file}; shift ;;
+	--keep) keep=${2:?--keep needs a directory}; shift ;;
+	--e2e) echo "bench/run.sh: --e2e (issue 6 part 4) is not implemented yet" >&2; exit 2 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ "$mode" = full ] && [ -z "$out" ]; then
+	out=BENCHMARKS.md
+fi
+
+if [ "$mode" = smoke ]; then
+	delays=2ms rt_runs=2 proc_runs=5 dot_runs=1
+	sizes="64KiB:1 1MiB:1"
+else
+	delays=25ms,50ms rt_runs=20 proc_runs=200 dot_runs=20
+	sizes="1MiB:20 100MiB:5 1GiB:1"
+fi
+
+tmp=$(mktemp -d /tmp/onionmx-bench.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/out"
+
+echo "== building onionmx and the benchmarks" >&2
+go build -o "$tmp/onionmx" .
+go test -c -o "$tmp/bench.test" ./bench
+
+# bench RUNS REGEXP [FLAGS...]: run benchmarks; their output goes to
+# $tmp/bench.txt and, as it comes, to stderr. A failing benchmark stops the
+# script (set -e, pipefail).
+bench() {
+	local runs=$1 re=$2
+	shift 2
+	(cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "$re" -test.benchtime "${runs}x" \
+		-bin "$tmp/onionmx" -out "$tmp/out" "$@") | tee -a "$tmp/bench.txt" >&2
+}
+
+echo "== round trips (D = $delays)" >&2
+bench "$rt_runs" '^BenchmarkRoundTrips$' -delays "$delays"
+for s in $sizes; do
+	echo "== memory and throughput, ${s%%:*}" >&2
+	bench "${s##*:}" "^BenchmarkThroughput\$/^size=${s%%:*}\$" -sizes "${s%%:*}"
+done
+echo "== process cost" >&2
+bench "$proc_runs" '^BenchmarkProcess$'
+bench "$dot_runs" '^BenchmarkDotWriter$'
+if [ -n "$keep" ]; then
+	mkdir -p "$keep" && cp -r "$tmp/bench.txt" "$tmp/out" "$keep/"
+fi
+
+# The benchmark lines as "name unit value", one metric a line, the
+# GOMAXPROCS suffix dropped.
+awk '/^Benchmark/ {
+	name = $1; sub(/-[0-9]+$/, "", name)
+	for (i = 3; i < NF; i += 2) print name, $(i + 1), $i
+}' "$tmp/bench.txt" >"$tmp/metrics"
+
+# get NAME UNIT: the value, or "?" when the benchmark did not report it.
+get() { awk -v n="$1" -v u="$2" '$1 == n && $2 == u { v = $3 } END { print (v == "" ? "?" : v) }' "$tmp/metrics"; }
+# calc EXPR: floating-point arithmetic with awk; "?" if an operand is.
+calc() { case $* in *\?*) echo "?" ;; *) awk "BEGIN { printf \"%.${2:-1}f\", $1 }" ;; esac; }
+
+report() {
+	local cpu go_cpu now
+	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+	go_cpu=$(sed -n 's/^cpu: //p' "$tmp/bench.txt" | head -1 | sed 's/[[:space:]]*$//')
+	now=$(date -u '+%Y-%m-%d %H:%M UTC')
+	local rev
+	rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
+		rev="$rev (with uncommitted changes)"
+	fi
+
+	cat <<-EOF
+	# Benchmarks: what one onion delivery costs
+
+	Written by \`bench/run.sh$([ "$mode" = smoke ] && echo " --smoke")\` on $now, commit $rev.
+	Machine: $(nproc) CPUs, ${cpu:-unknown CPU}${go_cpu:+ (Go reports: $go_cpu)},
+	$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, Linux $(uname -r); $(go version | cut -d' ' -f3-).
+	$([ "$mode" = smoke ] && echo "
+	**A smoke run: tiny sizes and few runs. These figures say nothing; run \`bench/run.sh\`.**
+	")
+	Reproduce: \`bench/run.sh\` (a few minutes; \`bench/run.sh --smoke\` checks in seconds that
+	everything still runs). The benchmarks are in \`bench/\`; everything runs on loopback:
+	the fake Tor SocksPort of \`internal/sockstest\`, SMTP sinks and a DNS server that must
+	never be asked, in the benchmark process; onionmx runs as the real binary (\`go build\`)
+	except in the round-trip benchmark, which calls \`deliver.Client\` in-process to trace it.
+
+	## 1. Round trips per delivery
+
+	A 2 KiB message to one recipient, through a SOCKS5 proxy that models a Tor circuit with a
+	one-way delay D: the SOCKS handshake is answered at once (it is the local Tor), the CONNECT
+	reply comes 2·D later (the rendezvous: BEGIN to the service and CONNECTED back), the SMTP
+	server is dialled half-way so that its greeting travels back right behind the CONNECT reply
+	(as an onion service connects to its target when the BEGIN arrives), and every chunk is held
+	D in each direction. The server is go-smtp's, which offers PIPELINING and CHUNKING.
+	RT is the wall time of a delivery divided by 2·D; "waits" are counted on the wire: the times
+	the client sent something and then waited for a reply (the CONNECT is one round trip more).
+	Beside onionmx, two reference clients in \`bench/whatif_test.go\` show what RFC 2920
+	PIPELINING (MAIL+RCPT+DATA in one batch), and with it RFC 3030 CHUNKING (MAIL+RCPT+BDAT LAST
+	with the body in one batch), would take. $rt_runs deliveries each.
+
+	| D | client | ms per delivery | RT (time / 2·D) | waits after sending | the exchange needs (RT) |
+	|---:|---|---:|---:|---:|---:|
+	EOF
+	local d c min
+	for d in ${delays//,/ }; do
+		for c in onionmx:6 pipelining:4 pipelining+chunking:3; do
+			min=${c##*:} c=${c%%:*}
+			local n="BenchmarkRoundTrips/D=$d/client=$c"
+			echo "| $d | $c | $(calc "$(get "$n" ns/op) / 1e6") | $(calc "$(get "$n" RT/op)" 2) | $(calc "$(get "$n" turns/op)" 1) | $min |"
+		done
+	done
+	local d50=${delays##*,}
+	local on="BenchmarkRoundTrips/D=$d50/client=onionmx" pl="BenchmarkRoundTrips/D=$d50/client=pipelining"
+	local ch="BenchmarkRoundTrips/D=$d50/client=pipelining+chunking"
+	cat <<-EOF
+
+	At D = $d50, PIPELINING would save $(calc "$(get "$on" RT/op) - $(get "$pl" RT/op)" 2) round trips,
+	$(calc "($(get "$on" ns/op) - $(get "$pl" ns/op)) / 1e6") ms per delivery; with CHUNKING too,
+	$(calc "$(get "$on" RT/op) - $(get "$ch" RT/op)" 2) round trips, $(calc "($(get "$on" ns/op) - $(get "$ch" ns/op)) / 1e6") ms.
+	On the real Tor network a round trip to an onion service takes hundreds of milliseconds,
+	so each round trip saved is worth that much per message.
+
+	### Where the time goes, step by step (D = $d50, the last delivery)
+
+	"Waited" is from the last byte the client sent to the first byte of the reply; "step took"
+	is from the end of the previous step to the last byte of this step's replies.
+
+	EOF
+	for c in onionmx pipelining pipelining+chunking; do
+		cat "$tmp/out/steps-D=$d50-$c.md" 2>/dev/null || echo "(no step table for $c)"
+		echo
+	done
+	cat "$tmp/out/socks-D=$d50.md" 2>/dev/null || true
+	cat <<-'EOF'
+
+	Accounting of onionmx's delivery, against the minimal exchange:
+
+	- **Route**: a literal nexthop (`[x.onion]:25`) makes no lookup at all: the DNS server the
+	  client is given saw no query (checked in every benchmark run, in-process and with the
+	  binary's `--dns`).
+	- **Connect**: one SOCKS connection and one CONNECT per delivery (checked). The handshake
+	  of golang.org/x/net/proxy is three exchanges (greeting/method, RFC 1929 user/pass,
+	  CONNECT), all with the local Tor: microseconds. Only the CONNECT reply carries the
+	  rendezvous: 1 RT.
+	- **Greeting**: ~0 RT; it arrives with the CONNECT reply.
+	- **EHLO, MAIL, RCPT, DATA, end of data**: 1 RT each, because go-smtp's client waits for
+	  every reply (it has no PIPELINING). That is 5 RT where RFC 2920 needs 3 (EHLO;
+	  MAIL+RCPT+DATA; end of data) and RFC 2920 with RFC 3030 needs 2 (EHLO; MAIL+RCPT+BDAT LAST).
+	- **QUIT**: sent, its reply not awaited: 0 RT.
+
+	Total: 6 RT, the minimum for a client that waits for every reply, 2 RT above what the exchange
+	needs with PIPELINING (4 RT), 3 above PIPELINING with CHUNKING (3 RT). The greeting wait cannot
+	go (RFC 5321: the client waits for it); EHLO must end a batch (its reply says whether
+	PIPELINING is offered); DATA must end one (RFC 2920); BDAT LAST needs no wait before the body.
+
+	All or nothing with several recipients survives PIPELINING: a rejected RCPT is known before
+	the body is sent, and if DATA got its 354 anyway, closing the connection without the final
+	dot makes the server discard the message. It does not survive MAIL+RCPT+BDAT LAST in one
+	batch (the body is gone before the RCPT replies come, and the server delivers to the
+	accepted recipients), so that last step is only for deliveries with one recipient, which is
+	what the example configuration sets (`onionmx_destination_recipient_limit = 1`).
+
+	## 2. Memory and throughput
+
+	The real binary delivers a message of each size (base64 lines, LF line ends, as pipe(8)
+	gives it, fed through a pipe) through the fake SocksPort with no delay (it relays with
+	io.Copy, which splices) to a lean SMTP sink that counts the bytes it receives and discards
+	them; the raw baseline is a process that sends the same bytes as they are through the same
+	proxy (the same x/net/proxy dial) to a server that discards them and acknowledges the last
+	byte. MiB/s is message bytes over start-to-exit time; peak RSS is VmHWM sampled from /proc
+	every 2 ms; CPU is the process's user + system time. The last column delivers to go-smtp's
+	server instead, whose byte-by-byte reader costs more CPU than the sender.
+	All processes and the in-process servers share the machine's CPUs.
+
+	| size | onionmx MiB/s | raw MiB/s | onionmx / raw | onionmx peak RSS (MiB) | raw peak RSS (MiB) | onionmx CPU (ms) | raw CPU (ms) | onionmx to go-smtp MiB/s |
+	|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+	EOF
+	local s n r g
+	for s in $sizes; do
+		s=${s%%:*}
+		n="BenchmarkThroughput/size=$s/path=onionmx" r="BenchmarkThroughput/size=$s/path=raw"
+		g="BenchmarkThroughput/size=$s/path=onionmx-to-gosmtp"
+		echo "| $s | $(calc "$(get "$n" MiB/s)") | $(calc "$(get "$r" MiB/s)") | $(calc "$(get "$n" MiB/s) / $(get "$r" MiB/s)" 2) | $(calc "$(get "$n" peak-RSS-MiB)") | $(calc "$(get "$r" peak-RSS-MiB)") | $(calc "$(get "$n" cpu-ms/op)" 0) | $(calc "$(get "$r" cpu-ms/op)" 0) | $(calc "$(get "$g" MiB/s)") |"
+	done
+	local tp="BenchmarkDotWriter/impl=textproto" lw="BenchmarkDotWriter/impl=linewise"
+	cat <<-EOF
+
+	Where onionmx's CPU goes: the body passes through go-smtp's DataCommand, which is
+	net/textproto's DotWriter: it dot-stuffs and turns LF into CRLF one byte at a time into a
+	4 KiB bufio.Writer, so the body leaves in 4 KiB writes (each with a fresh write deadline
+	from deliver's sessionConn). In memory, on this machine (16 MiB of the same message,
+	\`BenchmarkDotWriter\`):
+
+	| dot-stuffing | MiB/s |
+	|---|---:|
+	| net/textproto DotWriter (go-smtp's client) | $(calc "$(get "$tp" MiB/s)") |
+	| a line at a time with bytes.IndexByte into 64 KiB (\`bench/dotwriter_test.go\`) | $(calc "$(get "$lw" MiB/s)") |
+
+	## 3. Process cost
+
+	Postfix starts \`onionmx deliver\` once per message. Start-to-exit of $proc_runs runs each, on the
+	zero-latency path (no delay, a 2 KiB message, fed through a pipe), against what starting a
+	process costs at all:
+
+	| what | median (ms) | p90 (ms) | mean (ms) | page faults |
+	|---|---:|---:|---:|---:|
+	EOF
+	local p label
+	for p in "true:/bin/true (fork and exec)" "go-hello:an empty Go program (the Go runtime)" \
+		"onionmx-help:onionmx --help (runtime, package init, command line)" \
+		"onionmx-deliver:onionmx deliver (a whole delivery)" \
+		"Client.Deliver:deliver.Client.Deliver in-process (no process)"; do
+		label=${p#*:} p=${p%%:*}
+		n="BenchmarkProcess/cmd=$p"
+		echo "| $label | $(calc "$(get "$n" p50-ms)" 2) | $(calc "$(get "$n" p90-ms)" 2) | $(calc "$(get "$n" ns/op) / 1e6" 2) | $(calc "$(get "$n" faults/op)" 0) |"
+	done
+	local h="BenchmarkProcess/cmd=onionmx-help" dl="BenchmarkProcess/cmd=onionmx-deliver"
+	cat <<-EOF
+
+	The delivery itself is $(calc "$(get "BenchmarkProcess/cmd=Client.Deliver" p50-ms)" 2) ms in-process;
+	\`onionmx deliver\` takes $(calc "$(get "$dl" p50-ms) - $(get "$h" p50-ms)" 2) ms more than \`onionmx --help\`
+	(median). The rest is starting the process, and it follows the page faults of loading the
+	binary (the Go runtime, then onionmx's dependencies and their package initialisation): on a
+	Tor path it is small beside one round trip. (Page faults are the process's own minor and
+	major faults, from its rusage; the in-process row has none of its own.)
+
+	## Against the targets of issue 6
+
+	EOF
+	local big=${sizes##* } ; big=${big%%:*}
+	local ratio rss
+	ratio=$(calc "$(get "BenchmarkThroughput/size=$big/path=onionmx" MiB/s) / $(get "BenchmarkThroughput/size=$big/path=raw" MiB/s)" 2)
+	rss=$(calc "$(get "BenchmarkThroughput/size=$big/path=onionmx" peak-RSS-MiB)")
+	local rt
+	rt=$(calc "$(get "$on" RT/op)" 2)
+	cat <<-EOF
+	| target | measured | |
+	|---|---|---|
+	| round trips: no more than the exchange needs | $rt RT at D = $d50 | $(rt_verdict) |
+	| peak RSS below 32 MiB at the largest size ($big) | $rss MiB | $(verdict "$rss" 32) |
+	| throughput at least half the raw copy ($big) | ${ratio} of raw | $(verdict_min "$ratio" 0.5 "go-smtp's client (net/textproto's byte-at-a-time DotWriter, 4 KiB writes) bounds onionmx's CPU") |
+
+	Timing on a shared virtual machine is noisy: from run to run the absolute figures move by
+	tens of percent (the raw copy most); the round-trip counts, the memory figures and the
+	order of magnitude of the ratios do not.
+
+	## 4. Against Postfix's smtp(8) under torsocks
+
+	Not measured yet: it needs the end-to-end environment (private Tor network, receiving
+	Postfix) of \`e2e/run.sh --up\` and will be a section of its own (\`bench/run.sh --e2e\`).
+	EOF
+}
+
+# verdict VALUE LIMIT: "met" when VALUE <= LIMIT, else "missed".
+verdict() {
+	case $1 in \?) echo "not measured" ;; *)
+		if awk "BEGIN { exit !($1 <= $2) }"; then echo "met"; else echo "**missed** by $(calc "$1 - $2")"; fi ;;
+	esac
+}
+# rt_verdict: onionmx's round trips against the exchange with PIPELINING.
+rt_verdict() {
+	local on="BenchmarkRoundTrips/D=$d50/client=onionmx" pl="BenchmarkRoundTrips/D=$d50/client=pipelining"
+	local extra
+	extra=$(calc "$(get "$on" RT/op) - $(get "$pl" RT/op)" 2)
+	case $extra in \?) echo "not measured"; return ;; esac
+	if awk "BEGIN { exit !($extra <= 0.3) }"; then
+		echo "met"
+	else
+		echo "met for a client that waits for every reply (6 RT: CONNECT, EHLO, MAIL, RCPT, DATA, end of data); **missed** against the exchange with PIPELINING (4 RT) by $extra RT, $(calc "($(get "$on" ns/op) - $(get "$pl" ns/op)) / 1e6") ms at D = $d50: go-smtp's client has no PIPELINING"
+	fi
+}
+# verdict_min VALUE LIMIT WHY: "met" when VALUE >= LIMIT, else "missed by" and WHY.
+verdict_min() {
+	case $1 in \?) echo "not measured" ;; *)
+		if awk "BEGIN { exit !($1 >= $2) }"; then echo "met"; else
+			echo "**missed**: $1 where $2 is the target, $(calc "$2 / $1" 1) times short${3:+; $3}"; fi ;;
+	esac
+}
+
+report >"$tmp/report.md"
+echo >&2
+cat "$tmp/report.md"
+if [ -n "$out" ]; then
+	cp "$tmp/report.md" "$out"
+	echo "bench/run.sh: wrote $out" >&2
+fi
