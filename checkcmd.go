@@ -87,10 +87,7 @@ func runCheck(c *cli.Context) (err error) {
 		}
 		return checkUnknown(c, err.Error())
 	}
-	helo := c.String("helo")
-	if helo == "" {
-		helo = deliver.Hostname()
-	}
+	helo := heloName(c)
 	checker := &check.Checker{
 		SOCKS:     dialer,
 		Resolver:  resolver,

@@ -186,10 +186,7 @@ func runDeliver(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	helo := c.String("helo")
-	if helo == "" {
-		helo = deliver.Hostname()
-	}
+	helo := heloName(c)
 	client := &deliver.Client{
 		Dialer:         dialer,
 		Resolver:       resolver,
@@ -213,6 +210,14 @@ func runDeliver(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer, truncate(fmt.Sprintf("%s (delivered to %s)", res.Reply, res.Target.Addr())))
 	return nil
+}
+
+// heloName returns --helo, or this host's fully qualified name.
+func heloName(c *cli.Context) string {
+	if h := c.String("helo"); h != "" {
+		return h
+	}
+	return deliver.Hostname()
 }
 
 // newResolver builds the route resolver from --map and the DNS flags

@@ -4,17 +4,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -74,7 +73,7 @@ func TestLargeMessageMemory(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	peak := watchHWM(cmd.Process.Pid)
+	peak := proctest.PeakRSS(cmd.Process.Pid, 10*time.Millisecond)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
@@ -96,33 +95,6 @@ func TestLargeMessageMemory(t *testing.T) {
 	if maxRSS > 32<<20 {
 		t.Errorf("peak RSS %d MiB for a %d MiB message: the body is not streamed", maxRSS>>20, size>>20)
 	}
-}
-
-// watchHWM samples the peak resident size (VmHWM) of a running process
-// until it exits, and then sends the last value. The child's rusage cannot
-// be used: Go starts it with vfork semantics, and Linux charges the parent's
-// peak to the child's ru_maxrss at exec.
-func watchHWM(pid int) <-chan int64 {
-	ch := make(chan int64, 1)
-	go func() {
-		var peak int64
-		path := "/proc/" + strconv.Itoa(pid) + "/status"
-		for {
-			b, err := os.ReadFile(path)
-			if err != nil || strings.Contains(string(b), "State:\tZ") {
-				ch <- peak
-				return
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-					peak = max(peak, kb<<10)
-				}
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	return ch
 }
 
 // crlf writes LF line ends as CRLF.

@@ -389,34 +389,6 @@ func list(s string) []string {
 	return out
 }
 
-// watchHWM samples the peak resident size (VmHWM) of a running process
-// until it exits, and then sends the last value. The child's rusage cannot
-// be used: Go starts it with vfork semantics, and Linux charges the
-// parent's peak to the child's ru_maxrss at exec. (As in memory_test.go,
-// sampling more often, for short runs.)
-func watchHWM(pid int) <-chan int64 {
-	ch := make(chan int64, 1)
-	go func() {
-		var peak int64
-		path := "/proc/" + strconv.Itoa(pid) + "/status"
-		for {
-			b, err := os.ReadFile(path)
-			if err != nil || strings.Contains(string(b), "State:\tZ") {
-				ch <- peak
-				return
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-					peak = max(peak, kb<<10)
-				}
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return ch
-}
-
 // percentile returns the nearest-rank p-th percentile (0 < p <= 1).
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {

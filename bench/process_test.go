@@ -17,6 +17,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
 )
@@ -82,7 +83,7 @@ func start(cmd *exec.Cmd, hwm bool) (run, string, error) {
 	}
 	var peak <-chan int64
 	if hwm {
-		peak = watchHWM(cmd.Process.Pid)
+		peak = proctest.PeakRSS(cmd.Process.Pid, 2*time.Millisecond)
 	}
 	err := cmd.Wait()
 	r := run{wall: time.Since(t0)}
