@@ -145,7 +145,9 @@ const (
 	// lost before the reply to EHLO. The fault may be local or remote.
 	Transit
 	// Refused: the remote SMTP server answered, with an error or with
-	// something that is not SMTP. Tor works.
+	// something that is not SMTP; or Tor's reply shows that the onion
+	// service itself answered, or that the address is wrong (remoteSide).
+	// Tor works.
 	Refused
 	// Internal: the check itself failed (a bug).
 	Internal
@@ -324,6 +326,9 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 	raw, err := c.SOCKS.DialContext(ctx, "tcp", t.Addr())
 	if err != nil {
 		res.Outcome = Transit
+		if code, ok := deliver.SOCKSReplyOf(err); ok && remoteSide(code) {
+			res.Outcome = Refused
+		}
 		res.Detail = deliver.DialError(c.SOCKS, t.Addr(), err, ctx.Err()).Msg
 		if expired(ctx) {
 			res.Detail += fmt.Sprintf(" (after %s, --timeout)", seconds(time.Since(start)))
@@ -527,4 +532,19 @@ func (c *watchConn) quit(wait time.Duration) {
 			return
 		}
 	}
+}
+
+// remoteSide reports whether a SOCKS reply from Tor says something about
+// the remote end that restarting the local Tor cannot change: the onion
+// service refused the port (05), the address is invalid (F6), or the
+// service wants client authorization (F4, F5). Descriptor, introduction and
+// rendezvous failures, timeouts and Tor's general failure (01, which is
+// also what a closed target behind a working onion gives) stay failures on
+// the way: they may be the local Tor's.
+func remoteSide(code deliver.SOCKSReply) bool {
+	switch code {
+	case deliver.ReplyRefused, deliver.ReplyOnionBadAddress, deliver.ReplyOnionMissingAuth, deliver.ReplyOnionWrongAuth:
+		return true
+	}
+	return false
 }

@@ -221,7 +221,7 @@ func TestRefusedIsNotTor(t *testing.T) {
 		t.Fatalf("status %v, want WARNING", r.Status)
 	}
 	summary, _ := checkFormat(t, out, Warning, 3)
-	if !strings.HasSuffix(summary, "; Tor works: an SMTP server answered, with an error") {
+	if !strings.HasSuffix(summary, "; Tor works: the far end answered, with an error") {
 		t.Errorf("summary %q", summary)
 	}
 	for _, want := range []string{
@@ -231,6 +231,27 @@ func TestRefusedIsNotTor(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+}
+
+// Tor's replies that come from the far end (a refused port, a bad address,
+// client authorization) do not blame the local Tor: WARNING, not CRITICAL.
+func TestRemoteSOCKSRepliesAreNotTor(t *testing.T) {
+	for _, code := range []byte{0x05, 0xF4, 0xF5, 0xF6} {
+		o := newOnion(t)
+		socks := fakeTor(t, map[string]sockstest.Response{o: {Reply: code}})
+		r, _ := run(t, checker(socks), o)
+		if r.Status != Warning {
+			t.Errorf("SOCKS reply %02X: status %v, want WARNING", code, r.Status)
+		}
+	}
+	for _, code := range []byte{0x01, 0x04, 0x06, 0xF0, 0xF2, 0xF3, 0xF7} {
+		o := newOnion(t)
+		socks := fakeTor(t, map[string]sockstest.Response{o: {Reply: code}})
+		r, _ := run(t, checker(socks), o)
+		if r.Status != Critical {
+			t.Errorf("SOCKS reply %02X: status %v, want CRITICAL", code, r.Status)
 		}
 	}
 }
@@ -666,7 +687,7 @@ func TestVerdict(t *testing.T) {
 		{"too slow and fine", nil, []Result{ok("a", 45*s), ok("b", s)}, Warning, "1 of 2 targets answered EHLO (slowest 1.000s); failed: a (45.000s > --crit 40.000s)"},
 		{"one fails", nil, []Result{ok("a", s), fail("b", Transit)}, Warning, "1 of 2 targets answered EHLO (slowest 1.000s); failed: b"},
 		{"all fail", nil, []Result{fail("a", Transit), fail("b", Transit)}, Critical, "0 of 2 targets answered EHLO; failed: a, b; none answered through Tor: the local Tor is the common factor"},
-		{"all fail, one refused", nil, []Result{fail("a", Transit), fail("b", Refused)}, Warning, "0 of 2 targets answered EHLO; failed: a, b; Tor works: an SMTP server answered, with an error"},
+		{"all fail, one refused", nil, []Result{fail("a", Transit), fail("b", Refused)}, Warning, "0 of 2 targets answered EHLO; failed: a, b; Tor works: the far end answered, with an error"},
 		{"no route and transit", nil, []Result{fail("a", NoRoute), fail("b", Transit)}, Critical, "0 of 2 targets answered EHLO; failed: a (no route), b; none answered through Tor: the local Tor is the common factor"},
 		{"no route and fine", nil, []Result{fail("a", NoRoute), ok("b", s)}, Warning, "1 of 2 targets answered EHLO (slowest 1.000s); failed: a (no route)"},
 		{"no route only", nil, []Result{fail("a", NoRoute)}, Unknown, "no target could be checked: a: x"},

@@ -103,7 +103,7 @@ func verdict(r *Report) (Status, string) {
 	case answered == 0 && refused == 0:
 		return Critical, summary + "; none answered through Tor: the local Tor is the common factor"
 	case answered == 0:
-		summary += "; Tor works: an SMTP server answered, with an error"
+		summary += "; Tor works: the far end answered, with an error"
 	}
 	if len(failed) > 0 || len(slow) > 0 || len(inconclusive) > 0 {
 		return Warning, summary
