@@ -11,7 +11,14 @@
 #             (added with pf_receiver_add_domain once Tor has made it),
 #             delivered as Maildir under $WORK/recv/mail/; unknown users get
 #             550 5.1.1 at RCPT; no trusted networks, so not an open relay
-#             although Tor connects from 127.0.0.1.
+#             although Tor connects from 127.0.0.1. A second smtpd on
+#             127.0.0.1:$RECV_OPEN_PORT (the onion's port 2525) is a
+#             deliberately open relay: mynetworks=127.0.0.0/8 and
+#             permit_mynetworks, as many configurations have it, for the
+#             check --relay-test scenarios. The receiver delivers nothing
+#             but to its own Maildirs: defer_transports holds mail for any
+#             other domain in its queue, never tried (and the scenarios
+#             assert that its queue stays empty).
 #   sender    $WORK/send  myhostname send.onionmx.test; Debian's default
 #             master.cf (chroot and all) + the repository's
 #             postfix-master.cf.example, rewritten for this run (see
@@ -77,8 +84,8 @@ pf_common() {
 	chown "$(id -u nobody):$(id -g nobody)" "$dir/mail"
 }
 
-# pf_setup_receiver: needs RECV_SMTP_PORT. The onion name is added later by
-# pf_receiver_add_domain, once Tor has made it.
+# pf_setup_receiver: needs RECV_SMTP_PORT and RECV_OPEN_PORT. The onion
+# name is added later by pf_receiver_add_domain, once Tor has made it.
 pf_setup_receiver() {
 	RECV_DIR=$WORK/recv
 	pf_common "$RECV_DIR" recv.onionmx.test
@@ -91,6 +98,12 @@ pf_setup_receiver() {
 		smtpd_reject_unlisted_recipient = yes
 		unknown_virtual_mailbox_reject_code = 550
 		smtpd_helo_required = yes
+		# Nothing leaves this instance: mail for other domains, had the open
+		# smtpd below taken any, would wait in the deferred queue and never
+		# be tried. (Not default_transport = error:...: smtpd then rejects
+		# such recipients itself, and the open relay is open no more; not
+		# discard:, which would hide such mail.)
+		defer_transports = smtp, relay
 	EOF
 	: >"$RECV_DIR/etc/vmailbox"
 	for d in $domains; do
@@ -99,6 +112,11 @@ pf_setup_receiver() {
 	cp "$PF_DIST_MASTER" "$RECV_DIR/etc/master.cf"
 	postconf -c "$RECV_DIR/etc" -M# smtp/inet
 	echo "127.0.0.1:$RECV_SMTP_PORT inet n - n - - smtpd" >>"$RECV_DIR/etc/master.cf"
+	# The deliberately open one (the onion's port 2525): trusts 127.0.0.1,
+	# where every Tor connection comes from.
+	echo "127.0.0.1:$RECV_OPEN_PORT inet n - n - - smtpd -o mynetworks=127.0.0.0/8" \
+		"-o smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination" \
+		"-o smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination" >>"$RECV_DIR/etc/master.cf"
 	# Nothing in this instance needs a chroot, and without one smtpd needs
 	# no copies of /etc files under the queue directory.
 	postconf -c "$RECV_DIR/etc" -F '*/*/chroot = n'

@@ -122,7 +122,9 @@ postfix_start_both() {
 	pf_start "$RECV_DIR"
 	wait_for 20 "receiver smtpd on $RECV_SMTP_PORT" smtp_listening "$RECV_SMTP_PORT" ||
 		die "receiving postfix does not listen on $RECV_SMTP_PORT"
-	say "receiving postfix up on 127.0.0.1:$RECV_SMTP_PORT ($RECV_DIR)"
+	wait_for 20 "receiver's open smtpd on $RECV_OPEN_PORT" smtp_listening "$RECV_OPEN_PORT" ||
+		die "receiving postfix does not listen on $RECV_OPEN_PORT"
+	say "receiving postfix up on 127.0.0.1:$RECV_SMTP_PORT, deliberately open relay on 127.0.0.1:$RECV_OPEN_PORT ($RECV_DIR)"
 }
 
 up() {
@@ -141,7 +143,8 @@ up() {
 
 	local ports t_up0
 	t_up0=$(date +%s.%N)
-	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 4)))"
+	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 5)))"
+	RECV_OPEN_PORT=${ports[-3]}
 	RECV_SMTP_PORT=${ports[-2]}
 	DNS_PORT=${ports[-1]}
 	tornet_init "${ports[@]:0:$((2 * TOR_NAUTH + TOR_NRELAY + 2))}"
@@ -179,7 +182,7 @@ write_env() {
 		export SEND_DIR=$SEND_DIR RECV_DIR=$RECV_DIR
 		export TOR_DIR=$TOR_DIR TOR_ONION=$TOR_ONION
 		export TOR_SOCKS_PORT=$TOR_SOCKS_PORT TOR_CONTROL_PORT=$TOR_CONTROL_PORT
-		export RECV_SMTP_PORT=$RECV_SMTP_PORT DNS_PORT=$DNS_PORT
+		export RECV_SMTP_PORT=$RECV_SMTP_PORT RECV_OPEN_PORT=$RECV_OPEN_PORT DNS_PORT=$DNS_PORT
 		export ONIONMX=$WORK/onionmx PF_STATIC_MAP=$PF_STATIC_MAP
 		E2E_DIR=$E2E_DIR
 		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
@@ -189,11 +192,12 @@ write_env() {
 print_env() {
 	cat <<-EOF
 		onionmx e2e environment is up. Work directory: $WORK
-		  onion service        $TOR_ONION  (port 25 -> 127.0.0.1:$RECV_SMTP_PORT)
+		  onion service        $TOR_ONION  (port 25 -> 127.0.0.1:$RECV_SMTP_PORT,
+		                       port 2525 -> 127.0.0.1:$RECV_OPEN_PORT, the deliberately open relay)
 		  Tor SocksPort        127.0.0.1:$TOR_SOCKS_PORT (ExtendedErrors)
 		  Tor ControlPort      127.0.0.1:$TOR_CONTROL_PORT (cookie $TOR_DIR/client/control_auth_cookie)
 		  dnsmasq              127.0.0.1:$DNS_PORT  (log $WORK/dns/dnsmasq.log)
-		  receiving Postfix    MAIL_CONFIG=$RECV_DIR/etc  smtpd 127.0.0.1:$RECV_SMTP_PORT  log $RECV_DIR/maillog
+		  receiving Postfix    MAIL_CONFIG=$RECV_DIR/etc  smtpd 127.0.0.1:$RECV_SMTP_PORT (open: $RECV_OPEN_PORT)  log $RECV_DIR/maillog
 		                       mailboxes $RECV_DIR/mail/{bob,postmaster}/ (Maildir)
 		  sending Postfix      MAIL_CONFIG=$SEND_DIR/etc log $SEND_DIR/maillog
 		                       bounces to alice@send.onionmx.test: $SEND_DIR/mail/alice/
@@ -203,6 +207,7 @@ print_env() {
 		  . $WORK/env.sh
 		  printf 'Subject: hi\n\nhello\n' | sendmail -C \$SEND_DIR/etc -f alice@send.onionmx.test bob@recv.onionmx.test
 		  $E2E_DIR/socks5probe.sh 127.0.0.1:$TOR_SOCKS_PORT $TOR_ONION 25
+		  $WORK/onionmx check --socks 127.0.0.1:$TOR_SOCKS_PORT --dns 127.0.0.1:$DNS_PORT --relay-test $TOR_ONION '[$TOR_ONION]:2525'
 		  $0 --scenarios $WORK            # all scenarios
 		  $0 --down $WORK                 # stop everything
 	EOF

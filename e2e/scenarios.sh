@@ -32,6 +32,18 @@
 #   queue_delete QID|ALL
 #   smtp_dialog PORT LINE...      talks SMTP to 127.0.0.1:PORT, prints the
 #                                 server's replies (for checks on the receiver)
+#   run_check ARG...              onionmx check --socks <the client's SocksPort>
+#                                 ARG...: sets CHECK_RC, CHECK_OUT, CHECK_TIME
+#                                 and shows the output
+#   check_rc RC / check_line N REGEX / check_lines N
+#                                 assertions on the last run_check
+#   recv_mark / recv_sessions MARK N
+#                                 the receiver's smtpd "disconnect from" lines
+#                                 since the mark (waits for N of them)
+#   recv_maildirs / recv_queue_empty
+#                                 every file in the receiver's Maildirs; its
+#                                 queue (postqueue -j and the queue
+#                                 directories) is empty
 #   fail MSG                      marks the scenario failed (returns 1)
 
 fail() {
@@ -231,6 +243,109 @@ smtp_dialog() {
 		for cmd in "$@"; do printf "%s\r\n" "$cmd" >&3; reply; done' _ "$port" "$@"
 }
 
+# re_quote STRING: STRING as an extended regexp that matches only itself.
+# shellcheck disable=SC2001 # a bracket expression, not one substitution
+re_quote() {
+	sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"
+}
+
+# run_check ARG...: onionmx check through the Tor client's SocksPort, as a
+# monitoring system runs it. Sets CHECK_RC (the exit status), CHECK_OUT
+# (stdout: the plugin output) and CHECK_TIME (seconds); shows the output.
+# A plugin speaks on stdout only: anything on stderr fails the check_rc
+# that follows.
+run_check() {
+	local t0 lines
+	t0=$(date +%s.%N)
+	CHECK_OUT=$("$WORK/onionmx" check --socks "127.0.0.1:$TOR_SOCKS_PORT" "$@" 2>"$WORK/check.stderr")
+	CHECK_RC=$?
+	CHECK_TIME=$(elapsed_since "$t0")
+	say "  onionmx check $* -> exit $CHECK_RC in ${CHECK_TIME}s:"
+	mapfile -t lines <<<"$CHECK_OUT"
+	printf '    | %s\n' "${lines[@]}" >&2
+	if [[ -s $WORK/check.stderr ]]; then
+		say "  and on stderr:"
+		sed 's/^/    ! /' "$WORK/check.stderr" >&2
+	fi
+}
+
+# check_rc RC: the last check exited RC and wrote nothing on stderr.
+check_rc() {
+	((CHECK_RC == $1)) || fail "onionmx check exited $CHECK_RC, not $1" || return 1
+	[[ ! -s $WORK/check.stderr ]] || fail "onionmx check wrote on stderr: $(head -3 "$WORK/check.stderr")" || return 1
+}
+
+# check_line N REGEX: line N of the last check's output matches REGEX
+# (extended, bash =~).
+check_line() {
+	local l
+	l=$(sed -n "$1p" <<<"$CHECK_OUT")
+	[[ $l =~ $2 ]] || fail "line $1 of the check's output does not match /$2/: $l" || return 1
+}
+
+# check_lines N: the last check printed exactly N lines (the status line
+# and one per target).
+check_lines() {
+	local n
+	n=$(grep -c '' <<<"$CHECK_OUT")
+	((n == $1)) || fail "the check printed $n lines, not $1" || return 1
+}
+
+# recv_mark: the receiver's maillog length now (for recv_since/recv_sessions).
+recv_mark() { log_lines "$RECV_DIR/maillog"; }
+
+recv_since() { tail -n +"$(($1 + 1))" "$RECV_DIR/maillog"; }
+
+# recv_sessions MARK N: waits (10 s) for N smtpd sessions to end in the
+# receiver's maillog since MARK (postlogd writes with a small delay), fails
+# if there are more or fewer, and prints their "disconnect from" lines.
+recv_disconnects() { recv_since "$1" | grep -E 'postfix/smtpd\[[0-9]+\]: disconnect from ' || true; }
+recv_disconnects_reach() { (($(recv_disconnects "$1" | grep -c .) >= $2)); }
+recv_sessions() {
+	local mark=$1 n=$2 got
+	wait_for 10 "$n smtpd disconnects in $RECV_DIR/maillog" recv_disconnects_reach "$mark" "$n" || true
+	sleep 0.5 # one more that should not be there would show up now
+	got=$(recv_disconnects "$mark")
+	(($(grep -c . <<<"$got") == n)) || {
+		say "  the receiver's maillog since the check:"
+		recv_since "$mark" | sed 's/^/    /' >&2
+		fail "$(grep -c . <<<"$got") smtpd sessions ended at the receiver, not $n"
+		return 1
+	}
+	echo "$got"
+}
+
+# recv_maildirs: every file in the receiver's Maildirs (to compare before
+# and after: the check must deliver nothing).
+recv_maildirs() { find "$RECV_DIR/mail" -type f | sort; }
+
+# recv_queue_empty: nothing in the receiver's queue, as postqueue sees it
+# and as the queue directories hold it (waits up to 5 s for the cleanup
+# server to remove a transaction that RSET aborted).
+recv_queue_files() {
+	local d
+	for d in maildrop incoming active deferred hold corrupt; do
+		[[ ! -d $RECV_DIR/queue/$d ]] || find "$RECV_DIR/queue/$d" -type f
+	done
+	postqueue -c "$RECV_DIR/etc" -j 2>/dev/null || true
+}
+recv_queue_is_empty() { [[ -z $(recv_queue_files) ]]; }
+recv_queue_empty() {
+	wait_for 5 "an empty queue at the receiver" recv_queue_is_empty ||
+		fail "the receiver's queue is not empty: $(recv_queue_files | tr '\n' ' ')" || return 1
+}
+
+# recv_nothing_kept MAILDIRS: after a check, the receiver's Maildirs are
+# still MAILDIRS (recv_maildirs before it), its queue is empty, and no
+# message reached its queue manager or a delivery agent meanwhile (MARK).
+recv_nothing_kept() {
+	local before=$1 mark=$2 l
+	[[ $(recv_maildirs) == "$before" ]] || fail "the receiver's Maildirs changed: $(diff <(echo "$before") <(recv_maildirs) | grep '^[<>]' | tr '\n' ' ')" || return 1
+	recv_queue_empty || return 1
+	l=$(recv_since "$mark" | grep -E 'postfix/(qmgr|cleanup|virtual|smtp|error|bounce|pickup)\[') || true
+	[[ -z $l ]] || fail "a message went further than smtpd at the receiver: $l" || return 1
+}
+
 # check_sent LINE: a status=sent line of the onionmx transport that carries
 # the remote's own reply to the end of DATA; prints the remote's queue id.
 check_sent() {
@@ -276,14 +391,20 @@ check_infra() {
 	out=$(dig +tcp +short +time=2 +tries=1 -p "$DNS_PORT" @127.0.0.1 SRV _onion-mx._tcp.recv.onionmx.test)
 	[[ $out == "0 5 25 $TOR_ONION." ]] || fail "dnsmasq over TCP answers '$out'" || return 1
 	queue_empty || fail "sender queue not empty at start" || return 1
-	say "infrastructure checks passed (receiver 550 5.1.1, no relay, SRV over UDP and TCP, NXDOMAIN)"
+	# The deliberately open smtpd (the onion's port 2525) must really relay,
+	# or relay_open would test nothing. RSET: no mail is ever queued.
+	out=$(smtp_dialog "$RECV_OPEN_PORT" "EHLO probe.onionmx.test" "MAIL FROM:<x@example.org>" \
+		"RCPT TO:<bob@example.org>" "RSET" "QUIT")
+	grep -q '^250 2\.1\.5 ' <<<"$out" || fail "the open smtpd on $RECV_OPEN_PORT does not take a foreign recipient: $out" || return 1
+	say "infrastructure checks passed (receiver 550 5.1.1, no relay; its open smtpd on $RECV_OPEN_PORT relays; SRV over UDP and TCP, NXDOMAIN)"
 }
 
 # ---------------------------------------------------------------------------
 # Scenarios that need the real onionmx binary. The numbers are issue 4's.
 
 SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
-	dead_onion receiver_down invalid_onion)
+	dead_onion receiver_down invalid_onion
+	check_ok check_partial check_tor_down relay_safe relay_open)
 
 declare -A SCENARIO_DESC=(
 	[srv_domain]="1. SRV route via the lookup server, byte for byte"
@@ -297,6 +418,11 @@ declare -A SCENARIO_DESC=(
 	[dead_onion]="   onion without a descriptor: deferred"
 	[receiver_down]="   receiving MTA down: deferred, then delivered"
 	[invalid_onion]="   invalid onion key (F6): bounced"
+	[check_ok]="   onionmx check: OK, EHLO and QUIT only"
+	[check_partial]="   onionmx check: a dead onion too: WARNING"
+	[check_tor_down]="   onionmx check: Tor client stopped: CRITICAL"
+	[relay_safe]="   check --relay-test, safe smtpd: 554, OK"
+	[relay_open]="   check --relay-test, open smtpd: CRITICAL"
 	[selftest_defer]="   harness self-test: fake onionmx defers"
 )
 
@@ -657,6 +783,160 @@ scenario_invalid_onion() {
 	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
 	[[ $line == *" relay=onionmx,"* && $line == *"dsn=5."* ]] || fail "unexpected bounce: $line" || return 1
 	mailbox_one alice "$t" "$SEND_DIR" >/dev/null || fail "no bounce for $t in alice's mailbox" || return 1
+}
+
+# ---------------------------------------------------------------------------
+# onionmx check against the real receiver, through the private Tor network
+# (issue 5). The receiver's onion has two ports: 25, the safe smtpd
+# (mynetworks empty, reject_unauth_destination), and 2525, a deliberately
+# open one (mynetworks=127.0.0.0/8, permit_mynetworks: Tor connects from
+# 127.0.0.1). The check must never send mail: every scenario asserts from
+# the receiver's maillog how far each session went, and that the
+# receiver's queue and Maildirs are untouched.
+
+# The performance data of one target: 'LABEL'=VALUE;20;40;0;50 (the
+# default --warn, --crit and --timeout), VALUE a time in seconds or U.
+perf_re() { # LABEL VALUE-REGEX
+	printf "'%s'=%s;20;40;0;50" "$(re_quote "$1")" "$2"
+}
+PERF_TIME='[0-9]+\.[0-9]{3}s'
+GREETING='greeting: 220 recv\.onionmx\.test ESMTP onionmx-e2e'
+
+# Every target answers: the onion by name and the domain by its SRV record.
+# EHLO and QUIT, nothing else.
+scenario_check_ok() {
+	local onion=$TOR_ONION mark maildirs lines l o
+	o=$(re_quote "$onion")
+	maildirs=$(recv_maildirs)
+	mark=$(recv_mark)
+	run_check --dns "127.0.0.1:$DNS_PORT" "$onion" recv.onionmx.test
+	check_rc 0 || return 1
+	check_lines 3 || return 1
+	check_line 1 "^ONIONMX OK - 2 of 2 targets answered EHLO \(slowest $PERF_TIME\) \| $(perf_re "$onion" "$PERF_TIME") $(perf_re recv.onionmx.test "$PERF_TIME")\$" || return 1
+	check_line 2 "^$o: OK - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING\$" || return 1
+	check_line 3 "^recv\.onionmx\.test: OK - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING; target \[$o\]:25 from DNS SRV _onion-mx\._tcp\.recv\.onionmx\.test\.\$" || return 1
+	lines=$(recv_sessions "$mark" 2) || return 1
+	while read -r l; do
+		[[ $l =~ \ disconnect\ from\ [^\ ]*\[127\.0\.0\.1\]\ ehlo=1\ quit=1\ commands=2$ ]] ||
+			fail "a session that did more than EHLO and QUIT: $l" || return 1
+	done <<<"$lines"
+	say "  receiver: 2 sessions, each: ${lines##*\]: }"
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+}
+
+# One target answers, the other is an onion nobody serves (no descriptor):
+# WARNING, and the dead one's line has Tor's SOCKS error.
+scenario_check_partial() {
+	local onion=$TOR_ONION dead=$DNS_DEAD_ONION mark maildirs lines
+	maildirs=$(recv_maildirs)
+	mark=$(recv_mark)
+	run_check "$onion" "$dead"
+	check_rc 1 || return 1
+	check_lines 3 || return 1
+	check_line 1 "^ONIONMX WARNING - 1 of 2 targets answered EHLO \(slowest $PERF_TIME\); failed: $(re_quote "$dead") \| $(perf_re "$onion" "$PERF_TIME") $(perf_re "$dead" U)\$" || return 1
+	check_line 2 "^$(re_quote "$onion"): OK - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING\$" || return 1
+	check_line 3 "^$(re_quote "$dead"): FAILED - connect to $(re_quote "$dead"):25 via Tor: .* \(SOCKS reply F[027]\)\$" || return 1
+	lines=$(recv_sessions "$mark" 1) || return 1
+	[[ $lines =~ \ ehlo=1\ quit=1\ commands=2$ ]] || fail "a session that did more than EHLO and QUIT: $lines" || return 1
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+}
+
+# The Tor client is stopped (by its pid): CRITICAL, the SocksPort is
+# unreachable, no target tried (no connection, no DNS query). Started
+# again: the same check is OK.
+scenario_check_tor_down() {
+	local onion=$TOR_ONION mark dmark rc=0 args
+	args=(--dns "127.0.0.1:$DNS_PORT" "$onion" recv.onionmx.test)
+	tornet_client_stop || fail "could not stop the Tor client" || return 1
+	mark=$(recv_mark)
+	dmark=$(dns_mark)
+	run_check "${args[@]}"
+	check_tor_down_assert "$onion" "$mark" "$dmark" || rc=1
+	tornet_client_start || fail "the Tor client did not come back" || return 1
+	((rc == 0)) || return 1
+	run_check "${args[@]}"
+	check_rc 0 || return 1
+	check_line 1 "^ONIONMX OK - 2 of 2 targets answered EHLO " || return 1
+}
+
+check_tor_down_assert() {
+	local onion=$1 mark=$2 dmark=$3 q
+	check_rc 2 || return 1
+	check_lines 3 || return 1
+	check_line 1 "^ONIONMX CRITICAL - Tor SocksPort 127\.0\.0\.1:$TOR_SOCKS_PORT is unreachable: connect: connection refused; no target tried \| $(perf_re "$onion" U) $(perf_re recv.onionmx.test U)\$" || return 1
+	check_line 2 "^$(re_quote "$onion"): NOT CHECKED - the SocksPort does not work\$" || return 1
+	check_line 3 "^recv\.onionmx\.test: NOT CHECKED - the SocksPort does not work\$" || return 1
+	awk -v t="$CHECK_TIME" 'BEGIN { exit !(t < 5) }' || fail "the check took ${CHECK_TIME}s to find the SocksPort closed" || return 1
+	sleep 1
+	[[ -z $(recv_disconnects "$mark") ]] || fail "the receiver had a session while Tor was down" || return 1
+	q=$(dns_queries_since "$dmark")
+	[[ -z $q ]] || fail "DNS queries although no target was tried: $q" || return 1
+}
+
+# The relay test against the safe smtpd (the onion's port 25): MAIL FROM
+# and RCPT TO the foreign probe address, 554 5.7.1 Relay access denied,
+# RSET, QUIT: OK.
+scenario_relay_safe() {
+	local onion=$TOR_ONION o mark maildirs lines probe='probe@onionmx-relay-test\.invalid'
+	o=$(re_quote "$onion")
+	maildirs=$(recv_maildirs)
+	mark=$(recv_mark)
+	run_check --relay-test --helo check.onionmx.test "$onion"
+	check_rc 0 || return 1
+	check_lines 2 || return 1
+	check_line 1 "^ONIONMX OK - 1 of 1 targets answered EHLO \(slowest $PERF_TIME\); none relays to a foreign domain \| $(perf_re "$onion" "$PERF_TIME")\$" || return 1
+	check_line 2 "^$o: OK - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING; relay test passed: RCPT TO:<$probe> rejected: 554 5\.7\.1 <$probe>: Relay access denied\$" || return 1
+	lines=$(recv_sessions "$mark" 1) || return 1
+	[[ $lines =~ \ disconnect\ from\ [^\ ]*\[127\.0\.0\.1\]\ ehlo=1\ mail=1\ rcpt=0/1\ rset=1\ quit=1\ commands=4/5$ ]] ||
+		fail "not EHLO, MAIL, a rejected RCPT, RSET, QUIT: $lines" || return 1
+	recv_since "$mark" | grep -qE "NOQUEUE: reject: RCPT from [^ ]*\[127\.0\.0\.1\]: 554 5\.7\.1 <$probe>: Relay access denied; from=<$probe> to=<$probe> proto=ESMTP helo=<check\.onionmx\.test>" ||
+		fail "the receiver did not log the 554 5.7.1 reject of the probe" || return 1
+	say "  receiver: rejected the probe (554 5.7.1 Relay access denied); ${lines##*\]: }"
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+}
+
+# The relay test against the deliberately open smtpd (the onion's port
+# 2525): RCPT TO the foreign address accepted: CRITICAL, OPEN RELAY, and
+# still RSET and QUIT, never DATA: nothing is queued. Then both ports in one
+# check: CRITICAL, naming only :2525.
+scenario_relay_open() {
+	local onion=$TOR_ONION o open mark maildirs lines qid named probe='probe@onionmx-relay-test\.invalid'
+	o=$(re_quote "$onion")
+	open="[$onion]:2525"
+	maildirs=$(recv_maildirs)
+	mark=$(recv_mark)
+	run_check --relay-test --helo check.onionmx.test "$open"
+	check_rc 2 || return 1
+	check_lines 2 || return 1
+	check_line 1 "^ONIONMX CRITICAL - OPEN RELAY: \[$o\]:2525 accepted RCPT TO:<$probe>, a foreign domain, from anyone on the Tor network; 1 of 1 targets answered EHLO \(slowest $PERF_TIME\) \| $(perf_re "$open" "$PERF_TIME")\$" || return 1
+	check_line 2 "^\[$o\]:2525: OPEN RELAY - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING; relay test failed: RCPT TO:<$probe> accepted: 250 2\.1\.5 Ok\$" || return 1
+	lines=$(recv_sessions "$mark" 1) || return 1
+	[[ $lines =~ \ disconnect\ from\ [^\ ]*\[127\.0\.0\.1\]\ ehlo=1\ mail=1\ rcpt=1\ rset=1\ quit=1\ commands=5$ ]] ||
+		fail "not EHLO, MAIL, an accepted RCPT, RSET, QUIT: $lines" || return 1
+	# smtpd opens a queue file at the first accepted RCPT (it logs
+	# "QID: client=..."); RSET throws it away: the queue id must appear
+	# nowhere else (no cleanup, no qmgr), and the queue must be empty.
+	qid=$(recv_since "$mark" | sed -nE 's/.* postfix\/smtpd\[[0-9]+\]: ([0-9A-F]+): client=.*/\1/p' | head -1)
+	if [[ -n $qid ]]; then
+		(($(recv_since "$mark" | grep -cF " $qid: ") == 1)) ||
+			fail "the transaction $qid went further: $(recv_since "$mark" | grep -F " $qid: " | tr '\n' ' ')" || return 1
+		say "  receiver: accepted the probe (transaction $qid, then RSET: never queued); ${lines##*\]: }"
+	fi
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+
+	# Both at once: the safe port passes, the open one is named, alone.
+	mark=$(recv_mark)
+	run_check --relay-test --helo check.onionmx.test "$onion" "$open"
+	check_rc 2 || return 1
+	check_lines 3 || return 1
+	check_line 1 "^ONIONMX CRITICAL - OPEN RELAY: (.*) accepted RCPT TO:<$probe>, a foreign domain, from anyone on the Tor network; 2 of 2 targets answered EHLO \(slowest $PERF_TIME\) \| $(perf_re "$onion" "$PERF_TIME") $(perf_re "$open" "$PERF_TIME")\$" || return 1
+	named=$(sed -nE '1s/^ONIONMX CRITICAL - OPEN RELAY: (.*) accepted RCPT TO:.*/\1/p' <<<"$CHECK_OUT")
+	[[ $named == "$open" ]] || fail "the status line names '$named' as open relays, not only $open" || return 1
+	check_line 2 "^$o: OK - .*; relay test passed: RCPT TO:<$probe> rejected: 554 5\.7\.1 " || return 1
+	check_line 3 "^\[$o\]:2525: OPEN RELAY - .*; relay test failed: RCPT TO:<$probe> accepted: 250 " || return 1
+	lines=$(recv_sessions "$mark" 2) || return 1
+	! grep -q 'data=' <<<"$lines" || fail "a session with DATA: $lines" || return 1
+	recv_nothing_kept "$maildirs" "$mark" || return 1
 }
 
 # ---------------------------------------------------------------------------
