@@ -135,22 +135,29 @@ type leanSink struct {
 }
 
 func newLeanSink(tb testing.TB) *leanSink {
+	s := &leanSink{}
+	s.Addr = serveLoopback(tb, s.serve)
+	return s
+}
+
+// serveLoopback listens on 127.0.0.1 until the test ends, serving each
+// connection with serve in a goroutine of its own, and returns the address.
+func serveLoopback(tb testing.TB, serve func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { ln.Close() })
-	s := &leanSink{Addr: ln.Addr().String()}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go s.serve(c)
+			go serve(c)
 		}
 	}()
-	return s
+	return ln.Addr().String()
 }
 
 func (s *leanSink) serve(c net.Conn) {
@@ -231,21 +238,8 @@ type discardServer struct {
 }
 
 func newDiscardServer(tb testing.TB) *discardServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	s := &discardServer{Addr: ln.Addr().String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
+	s := &discardServer{}
+	s.Addr = serveLoopback(tb, s.serve)
 	return s
 }
 

@@ -314,21 +314,30 @@ relay_re() {
 	esac
 }
 
-# warmup METHOD: one message, delivered (and in the mailbox) before the batch.
-warmup() {
-	local m=$1 tok f mark deadline line
-	tok=warm-$m-$(date +%s%N)
+# send_one METHOD TOKEN WHAT POLL: submit one message with TOKEN and wait
+# (polling every POLL seconds, 120 s at most) for its final status line in
+# the sender's log, left in SENT_LINE.
+send_one() {
+	local m=$1 tok=$2 what=$3 poll=$4 f mark deadline
 	f=$B/$tok.eml
 	message "$f" "$tok" 0
 	mark=$(lines "$SEND_DIR/maillog")
-	submit "$f" || die "$m: sendmail failed (warm-up)"
+	submit "$f" || die "$m: sendmail failed ($what)"
 	deadline=$((SECONDS + 120))
 	while :; do
-		line=$(since_line "$SEND_DIR/maillog" "$mark" | grep -F " to=<$RCPT>," | grep -E "status=(sent|bounced)" | tail -1) || true
-		[ -n "$line" ] && break
-		[ $SECONDS -lt $deadline ] || die "$m: the warm-up message was not delivered in 120 s: $(since_line "$SEND_DIR/maillog" "$mark" | tail -5)"
-		sleep 0.2
+		SENT_LINE=$(since_line "$SEND_DIR/maillog" "$mark" | grep -F " to=<$RCPT>," | grep -E "status=(sent|bounced)" | tail -1) || true
+		[ -n "$SENT_LINE" ] && return
+		[ $SECONDS -lt $deadline ] || die "$m: $what was not delivered in 120 s: $(since_line "$SEND_DIR/maillog" "$mark" | tail -5)"
+		sleep "$poll"
 	done
+}
+
+# warmup METHOD: one message, delivered (and in the mailbox) before the batch.
+warmup() {
+	local m=$1 tok deadline line
+	tok=warm-$m-$(date +%s%N)
+	send_one "$m" "$tok" "the warm-up message" 0.2
+	line=$SENT_LINE
 	grep -qE "status=sent" <<<"$line" || die "$m: warm-up not sent: $line"
 	grep -qE "$(relay_re "$m")" <<<"$line" || die "$m: warm-up went another way than expected ($(relay_re "$m")): $line"
 	deadline=$((SECONDS + 30))
@@ -361,20 +370,11 @@ pct() { sort -g | awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "?"; 
 # Postfix's delays=a/b/c/d and delay=: c+d is connection setup and
 # transmission, delay= from the arrival in the queue).
 singles() {
-	local m=$1 i tok f mark line deadline cd=() dl=()
+	local m=$1 i tok line cd=() dl=()
 	for ((i = 1; i <= SINGLES; i++)); do
 		tok=single-$m-$i-$(date +%s%N)
-		f=$B/$tok.eml
-		message "$f" "$tok" 0
-		mark=$(lines "$SEND_DIR/maillog")
-		submit "$f" || die "$m: sendmail failed (single)"
-		deadline=$((SECONDS + 120))
-		while :; do
-			line=$(since_line "$SEND_DIR/maillog" "$mark" | grep -F " to=<$RCPT>," | grep -E "status=(sent|bounced)" | tail -1) || true
-			[ -n "$line" ] && break
-			[ $SECONDS -lt $deadline ] || die "$m: a single message was not delivered in 120 s"
-			sleep 0.05
-		done
+		send_one "$m" "$tok" "a single message" 0.05
+		line=$SENT_LINE
 		grep -qE "status=sent" <<<"$line" && grep -qE "$(relay_re "$m")" <<<"$line" || die "$m: single message: $line"
 		cd+=("$(sed -E 's|.*delays=[0-9.]+/[0-9.]+/([0-9.]+)/([0-9.]+),.*|\1 \2|' <<<"$line" | awk '{ print $1 + $2 }')")
 		dl+=("$(sed -E 's|.* delay=([0-9.]+),.*|\1|' <<<"$line")")
