@@ -235,6 +235,11 @@ func TestFaults(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.text) {
 				t.Errorf("output %q does not contain %q", err, tc.text)
 			}
+			// The sink records a message after it answered (or, here,
+			// after it sent garbage): give it a moment to catch up.
+			for deadline := time.Now().Add(2 * time.Second); len(e.sink.Messages()) < tc.msgs && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			if n := len(e.sink.Messages()); n != tc.msgs {
 				t.Errorf("sink accepted %d messages, want %d", n, tc.msgs)
 			}
