@@ -29,7 +29,7 @@ func routeFlags() []cli.Flag {
 		dnssecFlag,
 		dnsViaTorFlag,
 		socksFlag,
-		&cli.StringFlag{Name: "transport", Value: "onionmx", Usage: "the master.cf transport `NAME` the answers name"},
+		transportFlag,
 		&cli.StringSliceFlag{Name: "self", Usage: "our own `DOMAIN`, never routed over Tor (\".example.org\": its subdomains); may be repeated"},
 	}
 }

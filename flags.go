@@ -1,0 +1,49 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// The flags and constructors that several commands share: the static maps,
+// the EHLO name and the route resolver. The DNS flags are in dns.go.
+
+// Flags shared by the commands that resolve routes.
+var (
+	mapFlag = &cli.StringSliceFlag{Name: "map", Usage: "static map `FILE` (Postfix transport text, or the community YAML if it ends in .yml/.yaml); may be repeated, first match wins"}
+	dnsFlag = &cli.StringFlag{Name: "dns", Usage: "DNS server `HOST:PORT` for SRV lookups (default: the system's resolvers)"}
+	// transportFlag names onionmx's own master.cf service: the lookup
+	// servers answer with it, and static-map entries for it are onionmx's
+	// to judge.
+	transportFlag = &cli.StringFlag{Name: "transport", Value: "onionmx", Usage: "the master.cf transport `NAME` of onionmx deliver"}
+)
+
+// heloName returns --helo, or this host's fully qualified name.
+func heloName(c *cli.Context) string {
+	if h := c.String("helo"); h != "" {
+		return h
+	}
+	return deliver.Hostname()
+}
+
+// newResolver builds the route resolver from --map and the DNS flags
+// (newDNSClient). A map that cannot be read or parsed is a configuration
+// error.
+func newResolver(c *cli.Context) (*lookup.Resolver, error) {
+	r := &lookup.Resolver{}
+	for _, path := range c.StringSlice("map") {
+		m, err := lookup.LoadMap(path)
+		if err != nil {
+			return nil, deliver.ConfigError(err)
+		}
+		r.Maps = append(r.Maps, m)
+	}
+	dns, err := newDNSClient(c)
+	if err != nil {
+		return nil, err
+	}
+	r.DNS = dns
+	return r, nil
+}
