@@ -1,0 +1,233 @@
+// Package reply reads SMTP replies (RFC 5321 section 4.2) from a server
+// that may be broken or hostile, in bounded memory.
+//
+// A remote onion can send anything: a greeting line of a gigabyte, an EHLO
+// reply of a million lines, a reply code with no text. net/textproto, and
+// go-smtp's client on top of it, keep a whole reply in memory and reject a
+// bare "250" as a short response. A Reader sits between the connection and
+// everything that reads replies, ours and go-smtp's:
+//
+//   - a reply line longer than MaxLine octets, or a reply longer than
+//     MaxReply octets, is an *Error, and the Reader stays failed;
+//   - a reply code with no text ("250" CRLF, which RFC 5321's grammar
+//     allows) is accepted: ReadReply returns it with empty text, and Read
+//     hands it on as "250 " CRLF, which net/textproto accepts;
+//   - Read returns at most one line per call, so a bufio.Reader above it
+//     (go-smtp's) never holds bytes past the line it asked for: after a
+//     complete reply, whatever else the server sent is still here
+//     (Buffered), not lost in someone else's buffer.
+package reply
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+const (
+	// MaxLine bounds a reply line, CRLF included. RFC 5321 section
+	// 4.5.3.1.5 allows 512 octets; four times that, Postfix's default
+	// line_length_limit, leaves room for servers that exceed it in good
+	// faith.
+	MaxLine = 2048
+	// MaxReply bounds a whole reply, all its lines. An EHLO reply, the
+	// longest real one, has a dozen or two lines: well under 2 KiB.
+	MaxReply = 64 << 10
+)
+
+// Error is a reply that breaks the protocol or the limits: the connection
+// cannot be trusted any further.
+type Error struct {
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Reply is one complete reply.
+type Reply struct {
+	Code int
+	// Lines are the texts after "NNN " or "NNN-", without the line end;
+	// a bare code has one empty line.
+	Lines []string
+}
+
+// Text returns the reply's lines joined with "\n", as net/textproto
+// returns a reply's message.
+func (r *Reply) Text() string { return strings.Join(r.Lines, "\n") }
+
+// Reader reads replies from a connection. It is not safe for concurrent
+// use.
+type Reader struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int   // buf[r:w] is read from rd and not yet consumed
+	err  error // sticky: the connection's error, or an *Error
+
+	// pending is the rest of a line that Read has not returned yet.
+	pending []byte
+	// replyLen counts the octets of the reply in progress.
+	replyLen int
+	// fixed is the normalized copy of a bare-code line, for Read.
+	fixed [8]byte
+}
+
+// NewReader returns a Reader of the replies that arrive on rd.
+func NewReader(rd io.Reader) *Reader {
+	return &Reader{rd: rd, buf: make([]byte, MaxLine)}
+}
+
+// Buffered returns the number of octets received and not yet consumed.
+func (r *Reader) Buffered() int { return r.w - r.r + len(r.pending) }
+
+// line returns the next complete line, its line end included. The slice is
+// valid until the next call.
+func (r *Reader) line() ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(r.buf[r.r:r.w], '\n'); i >= 0 {
+			l := r.buf[r.r : r.r+i+1]
+			r.r += i + 1
+			return l, nil
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.w-r.r == len(r.buf) {
+			r.err = &Error{Msg: fmt.Sprintf("reply line longer than %d bytes", MaxLine)}
+			return nil, r.err
+		}
+		if r.r > 0 {
+			r.w = copy(r.buf, r.buf[r.r:r.w])
+			r.r = 0
+		}
+		n, err := r.rd.Read(r.buf[r.w:])
+		r.w += n
+		if err != nil {
+			if err == io.EOF && r.w > r.r {
+				err = io.ErrUnexpectedEOF
+			}
+			r.err = err
+		}
+	}
+}
+
+// codeLine parses a reply line: its code, whether more lines follow, and
+// its text. ok is false when the line is not a reply line.
+func codeLine(l []byte) (code int, more bool, text []byte, ok bool) {
+	l = bytes.TrimSuffix(l, []byte("\n"))
+	l = bytes.TrimSuffix(l, []byte("\r"))
+	if len(l) < 3 || len(l) > 3 && l[3] != ' ' && l[3] != '-' {
+		return 0, false, nil, false
+	}
+	for _, c := range l[:3] {
+		if c < '0' || c > '9' {
+			return 0, false, nil, false
+		}
+	}
+	if l[0] < '2' || l[0] > '5' {
+		return 0, false, nil, false
+	}
+	code, _ = strconv.Atoi(string(l[:3]))
+	if len(l) == 3 {
+		return code, false, nil, true
+	}
+	return code, l[3] == '-', l[4:], true
+}
+
+// count adds a line to the reply in progress and checks the reply's size.
+func (r *Reader) count(l []byte, more bool) error {
+	r.replyLen += len(l)
+	if r.replyLen > MaxReply {
+		r.err = &Error{Msg: fmt.Sprintf("reply longer than %d bytes", MaxReply)}
+		return r.err
+	}
+	if !more {
+		r.replyLen = 0
+	}
+	return nil
+}
+
+// ReadReply reads one reply.
+func (r *Reader) ReadReply() (*Reply, error) {
+	if len(r.pending) > 0 {
+		return nil, errors.New("reply: ReadReply in the middle of a line given to Read")
+	}
+	var rep *Reply
+	for {
+		l, err := r.line()
+		if err != nil {
+			return nil, err
+		}
+		code, more, text, ok := codeLine(l)
+		if !ok {
+			r.err = &Error{Msg: fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80))}
+			return nil, r.err
+		}
+		if err := r.count(l, more); err != nil {
+			return nil, err
+		}
+		if rep == nil {
+			rep = &Reply{Code: code}
+		} else if code != rep.Code {
+			r.err = &Error{Msg: fmt.Sprintf("reply lines with different codes, %d and %d", rep.Code, code)}
+			return nil, r.err
+		}
+		rep.Lines = append(rep.Lines, string(text))
+		if !more {
+			return rep, nil
+		}
+	}
+}
+
+// Read hands the replies on as a byte stream, one line at most per call,
+// with a bare code completed to "NNN ": what go-smtp's client reads.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(r.pending) == 0 {
+		l, err := r.line()
+		if err != nil {
+			return 0, err
+		}
+		_, more, _, ok := codeLine(l)
+		if ok {
+			if err := r.count(l, more); err != nil {
+				return 0, err
+			}
+			if c := bytes.TrimRight(l, "\r\n"); len(c) == 3 {
+				// A bare code: net/textproto wants "NNN " at least.
+				n := copy(r.fixed[:], c)
+				r.fixed[n] = ' '
+				n++
+				n += copy(r.fixed[n:], l[3:])
+				l = r.fixed[:n]
+			}
+		} else {
+			// Not a reply: net/textproto says so itself.
+			r.replyLen = 0
+		}
+		r.pending = l
+	}
+	n := copy(p, r.pending)
+	r.pending = r.pending[n:]
+	return n, nil
+}
+
+// Printable returns s for a log line or an error message: at most max
+// bytes, control characters and invalid UTF-8 as '?'.
+func Printable(s string, max int) string {
+	s = strings.TrimRight(s, "\r\n")
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	s = strings.ToValidUTF8(s, "?")
+	return strings.Map(func(c rune) rune {
+		if c < ' ' || c == 0x7f {
+			return '?'
+		}
+		return c
+	}, s)
+}
