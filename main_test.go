@@ -17,7 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){"onionmx": main})
+	testscript.Main(cleanupM{m}, map[string]func(){"onionmx": main})
 }
 
 // TestScripts runs the command-line scripts in testdata/script. Each script

@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -49,15 +47,8 @@ func (m *bigMessage) Read(p []byte) (int, error) {
 // and checks that its peak memory stays far below the message's size: the
 // body is streamed, never held.
 func TestLargeMessageMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and moves 200 MiB")
-	}
 	const size = 200 << 20
-	bin := filepath.Join(t.TempDir(), "onionmx")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := onionmxBinary(t)
 
 	key := make([]byte, 32)
 	rand.Read(key)
