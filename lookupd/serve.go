@@ -279,24 +279,47 @@ func (e *writeError) Error() string { return "writing replies: " + e.err.Error()
 func (e *writeError) Unwrap() error { return e.err }
 
 // StdioConn makes a connection of the standard input and output, for
-// spawn(8), which connects both to the client's socket. When they are
-// sockets, reads and writes get deadlines; on a pipe or a terminal they
-// cannot, and the client is trusted to close its end.
+// spawn(8), which connects both to the client's socket. Only sockets are
+// treated as sockets (fstat: S_ISSOCK): they get deadlines. A pipe or a
+// terminal is used as the plain blocking file it is, without deadlines,
+// and the client is trusted to close its end: net.FileConn would set
+// O_NONBLOCK on its file description, which the other processes sharing it
+// (the shell, the terminal, the writer at the other end) then see, and
+// which makes the blocking reads and writes of an *os.File fail with
+// EAGAIN.
 func StdioConn(r io.Reader, w io.Writer) Conn {
 	c := &stdioConn{r: r, w: w}
-	if f, ok := r.(*os.File); ok {
+	if f, ok := r.(*os.File); ok && IsSocket(f) {
 		if nc, err := net.FileConn(f); err == nil {
 			c.r, c.rd = nc, nc
 			c.closers = append(c.closers, nc)
 		}
 	}
-	if f, ok := w.(*os.File); ok {
+	if f, ok := w.(*os.File); ok && IsSocket(f) {
 		if nc, err := net.FileConn(f); err == nil {
 			c.w, c.wd = nc, nc
 			c.closers = append(c.closers, nc)
 		}
 	}
 	return c
+}
+
+// IsSocket reports whether f is a socket (fstat: S_ISSOCK).
+func IsSocket(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeSocket != 0
+}
+
+// SameSocket reports whether a and b are the same socket, as stdout and
+// stderr are under spawn(8): then nothing may be written to b but the
+// protocol.
+func SameSocket(a, b *os.File) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	fa, err1 := a.Stat()
+	fb, err2 := b.Stat()
+	return err1 == nil && err2 == nil && fa.Mode()&os.ModeSocket != 0 && os.SameFile(fa, fb)
 }
 
 type stdioConn struct {
