@@ -2,6 +2,9 @@ package lookup
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -66,22 +69,95 @@ func FuzzCheckOnion(f *testing.F) {
 	})
 }
 
+// checkMap checks what any loaded map must satisfy: route entries have
+// only usable v3 onions, bad entries are problems that name the file and
+// line, every key finds its entry, and resolving a mapped domain asks DNS
+// only when its entry says "the domain's SRV records".
+func checkMap(t *testing.T, m *Map) {
+	t.Helper()
+	problems := map[*MapError]bool{}
+	for _, p := range m.Problems() {
+		if p.File != m.Name || p.Line <= 0 || !strings.HasPrefix(p.Error(), m.Name+":"+strconv.Itoa(p.Line)+": ") {
+			t.Fatalf("problem %q does not name the file and line", p)
+		}
+		problems[p] = true
+	}
+	for k, e := range m.entries {
+		if e.Key != k || e.File != m.Name || e.Line <= 0 {
+			t.Fatalf("entry %q: %+v", k, e)
+		}
+		switch e.Kind {
+		case EntryRoute:
+			for _, nh := range e.Nexthops {
+				if err := CheckOnion(nh.Host); err != nil {
+					t.Fatalf("entry %q routes to %q: %v", k, nh.Host, err)
+				}
+			}
+		case EntryBad:
+			if e.Problem == nil || !problems[e.Problem] || e.Problem.Line != e.Line {
+				t.Fatalf("bad entry %q: problem %v is not among the map's problems", k, e.Problem)
+			}
+		case EntryElsewhere:
+			if len(e.Nexthops) != 0 || e.Problem != nil {
+				t.Fatalf("elsewhere entry %q: %+v", k, e)
+			}
+		}
+		domain := strings.TrimPrefix(k, ".")
+		if strings.HasPrefix(k, ".") {
+			domain = "x." + domain
+		}
+		if got, ok := m.Find(domain); !ok || got != e {
+			if !strings.HasPrefix(k, ".") || len(domain) <= maxDomainLen {
+				t.Fatalf("key %q: Find(%q) = %+v, %v", k, domain, got, ok)
+			}
+		}
+		if IsOnion(domain) || len(domain) > maxDomainLen {
+			continue
+		}
+		dns := &fakeSRV{}
+		r := &Resolver{Maps: []*Map{m}, DNS: dns}
+		route, err := r.Resolve(context.Background(), Nexthop{Host: domain})
+		var me *MapError
+		var ee *ElsewhereError
+		switch e.Kind {
+		case EntryBad:
+			if !errors.As(err, &me) || me != e.Problem {
+				t.Fatalf("%q: Resolve = %v, %v; want the entry's problem", domain, route, err)
+			}
+		case EntryElsewhere:
+			if !errors.As(err, &ee) || errors.As(err, &me) || errors.As(err, new(*Error)) {
+				t.Fatalf("%q: Resolve = %v, %v; want an ElsewhereError", domain, route, err)
+			}
+		case EntryRoute:
+			if len(e.Nexthops) > 0 && (err != nil || len(route.Targets) != len(e.Nexthops)) {
+				t.Fatalf("%q: Resolve = %+v, %v; want the entry's %d targets", domain, route, err, len(e.Nexthops))
+			}
+		}
+		if len(dns.queries) > 0 && (e.Kind != EntryRoute || len(e.Nexthops) > 0) {
+			t.Fatalf("%q: DNS queries %q for a %v entry", domain, dns.queries, e.Kind)
+		}
+	}
+}
+
 func FuzzTransportMap(f *testing.F) {
 	f.Add([]byte(".onion smtptor:\nriseup.net smtptor:[wy6zk3pmcwiyhiao.onion]\n# c\nx.example\n  [" + torProject + "]:25\n"))
 	f.Add([]byte("a b c\n\x00\n"))
+	f.Add([]byte("* smtp:[relay]:587\nbob@a.example onionmx:[" + torProject + "]\ngone.example error:text with spaces\nlist.example relay:a, b\nn.example :[" + torProject + "]\n"))
+	f.Add([]byte("\ufeffa.example onionmx:[" + torProject + "]:25, " + torProject + ".\r\nb.example onionmx:\r\n.c.example onionmx:[x.onion]:0\n  lead\nd.example\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseTransportMap("fuzz", bytes.NewReader(b))
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "static map fuzz") {
+			var me *MapError
+			if !errors.As(err, &me) || !strings.HasPrefix(err.Error(), "fuzz:") {
 				t.Fatalf("error %q does not name the map", err)
+			}
+			// Only an over-long line fails the whole map.
+			if !strings.Contains(err.Error(), "long") {
+				t.Fatalf("the map failed as a whole: %v", err)
 			}
 			return
 		}
-		for d, e := range m.entries {
-			if _, _, ok := m.Lookup(strings.TrimPrefix(d, ".")); !ok && !strings.HasPrefix(d, ".") {
-				t.Fatalf("key %q (%+v) does not look up", d, e)
-			}
-		}
+		checkMap(t, m)
 	})
 }
 
@@ -89,18 +165,20 @@ func FuzzYAMLMap(f *testing.F) {
 	f.Add([]byte("'" + torProject + "':\n  - a.example\n'x.onion': ~\n"))
 	f.Add([]byte("'x.onion': [a.example, b.example]\n"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("'expyuzz4wqqyqhjn.onion': [a.example]\n? [k]\n: [b.example, [c]]\n'" + torProject + "': {a: b}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseYAMLMap("fuzz.yml", bytes.NewReader(b))
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "static map fuzz.yml") {
+			if !strings.HasPrefix(err.Error(), "fuzz.yml") {
 				t.Fatalf("error %q does not name the map", err)
 			}
 			return
 		}
 		for d, e := range m.entries {
-			if !IsOnion(e.nexthop.Host) {
-				t.Fatalf("domain %q maps to non-onion %q", d, e.nexthop.Host)
+			if e.Kind == EntryElsewhere || e.Kind == EntryRoute && len(e.Nexthops) != 1 {
+				t.Fatalf("domain %q: %+v", d, e)
 			}
 		}
+		checkMap(t, m)
 	})
 }

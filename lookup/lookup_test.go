@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -219,7 +220,6 @@ func TestResolve(t *testing.T) {
 	}{
 		{"nothing.example", false, "_onion-mx._tcp.nothing.example."},
 		{"dot.example", false, "RFC 2782"},
-		{"v2.example", false, "v2 onion"},
 		{"[192.0.2.1]", false, "clear net"},
 		{"servfail.example", true, "server misbehaving"},
 		{"timeout.example", true, "timeout"},
@@ -232,10 +232,88 @@ func TestResolve(t *testing.T) {
 		}
 	}
 
+	// A bad map entry is a configuration error: the map's *MapError,
+	// "FILE:LINE: ..." first, and no DNS query.
+	dns.queries = nil
+	_, err = resolve("v2.example")
+	var me *MapError
+	if !errors.As(err, &me) || !strings.HasPrefix(err.Error(), "pinned:3: v2.example: ") || errors.As(err, new(*Error)) || len(dns.queries) != 0 {
+		t.Errorf("v2.example: got %v (queries %q), want the map's error for line 3 and no query", err, dns.queries)
+	}
+
 	// Without DNS, a domain no map knows has no route, and nothing is asked.
 	r.DNS = nil
 	if _, err := resolve("srv.example"); err == nil {
 		t.Error("resolved without DNS")
+	}
+}
+
+// TestResolveMaps: what each kind of map entry makes of a domain, and that
+// none but an empty nexthop of onionmx's own transport asks DNS.
+func TestResolveMaps(t *testing.T) {
+	a, b := newOnion(t), newOnion(t)
+	m1, err := ParseTransportMap("shared", strings.NewReader(
+		"* smtp:[relay.example]\n"+ // 1
+			"bob@addr.example onionmx:["+a+"]\n"+ // 2
+			"relay.example smtp:[relay]:587\n"+ // 3
+			".sub.relay.example :\n"+ // 4
+			"typo.example onionmx:["+flipped(a)+"]\n"+ // 5
+			"clear.example onionmx:[mx.clear.example]\n"+ // 6
+			"list.example smtptor:["+a+"], ["+b+"]:2525\n"+ // 7
+			"srv.example onionmx:\n"+ // 8
+			"lonely.example\n")) // 9
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := ParseYAMLMap("community.yml", strings.NewReader("'"+v2+"': [old.example, relay.example]\n'"+b+"': [addr.example]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := &fakeSRV{records: map[string][]*net.SRV{}}
+	for _, d := range []string{"relay.example", "x.sub.relay.example", "typo.example", "clear.example", "list.example", "srv.example", "old.example", "addr.example", "lonely.example"} {
+		dns.records["_onion-mx._tcp."+d+"."] = []*net.SRV{{Target: b + ".", Port: 25}}
+	}
+	r := &Resolver{Maps: []*Map{m1, m2}, DNS: dns}
+	for _, tc := range []struct {
+		domain  string
+		targets []Target
+		err     string // for an error: its text
+		kind    string // "map", "elsewhere"
+		queries int
+	}{
+		{domain: "relay.example", kind: "elsewhere", err: `shared:3: relay.example is routed to transport "smtp" by the map (smtp:[relay]:587), not to onionmx`},
+		{domain: "x.sub.relay.example", kind: "elsewhere", err: "shared:4: x.sub.relay.example is left to Postfix's default routing by the map's .sub.relay.example entry (:), not routed to onionmx"},
+		{domain: "typo.example", kind: "map", err: "shared:5: typo.example: nexthop [" + flipped(a) + "]: onion address checksum mismatch (typo?)"},
+		{domain: "clear.example", kind: "map", err: "shared:6: clear.example: nexthop [mx.clear.example] is not a .onion name"},
+		{domain: "lonely.example", kind: "map", err: "shared:9: lonely.example: no value"},
+		{domain: "old.example", kind: "map", err: "community.yml:1: old.example: onion " + v2 + ": v2 onion address"},
+		{domain: "list.example", targets: []Target{{a, 25}, {b, 2525}}},
+		// The address key is Postfix's: the domain is the YAML map's.
+		{domain: "addr.example", targets: []Target{{b, 25}}},
+		{domain: "srv.example", targets: []Target{{b, 25}}, queries: 1},
+	} {
+		dns.queries = nil
+		route, err := r.Resolve(context.Background(), Nexthop{Host: tc.domain})
+		var me *MapError
+		var ee *ElsewhereError
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.domain, err)
+		case tc.err == "" && !slices.Equal(route.Targets, tc.targets):
+			t.Errorf("%s: targets %v, want %v", tc.domain, route.Targets, tc.targets)
+		case tc.err != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.err)):
+			t.Errorf("%s: got %v, %v\nwant %s", tc.domain, route, err, tc.err)
+		case tc.kind == "map" && (!errors.As(err, &me) || errors.As(err, &ee) || errors.As(err, new(*Error))):
+			t.Errorf("%s: %T is not a *MapError alone", tc.domain, err)
+		case tc.kind == "elsewhere" && (!errors.As(err, &ee) || errors.As(err, &me) || errors.As(err, new(*Error))):
+			t.Errorf("%s: %T is not an *ElsewhereError alone", tc.domain, err)
+		}
+		if len(dns.queries) != tc.queries {
+			t.Errorf("%s: DNS queries %q, want %d", tc.domain, dns.queries, tc.queries)
+		}
+	}
+	if ee := (&ElsewhereError{}); errors.As(error(ee), new(*MapError)) {
+		t.Error("an ElsewhereError passes for a MapError")
 	}
 }
 

@@ -8,10 +8,15 @@
 //  2. A nexthop (or, with none, the recipients' domain) in .onion is that
 //     onion: no lookups. Onion names never reach a DNS resolver (RFC 7686).
 //  3. Otherwise it is a mail domain: the static maps are asked first, and
-//     when one answers no DNS query is made, so pinned routes do not leak;
-//     then DNS is asked for the SRV records of "_onion-mx._tcp.<domain>.",
-//     fully qualified so that no search-domain queries leak, and the targets
-//     are ordered by RFC 2782 priority and weight.
+//     when one answers no DNS query is made, so pinned routes do not leak:
+//     its onion targets in order, or a *MapError for a bad entry (a
+//     configuration error: a typo in an onion, a clear-net host for
+//     onionmx's transport), or an *ElsewhereError for another transport's
+//     entry in a map shared with Postfix. An entry of onionmx's transport
+//     with an empty nexthop, and a domain that no map knows, go on to DNS:
+//     the SRV records of "_onion-mx._tcp.<domain>.", fully qualified so
+//     that no search-domain queries leak, ordered by RFC 2782 priority and
+//     weight.
 //  4. Only v3 onion addresses are usable targets. v2 addresses, bad
 //     checksums, names outside .onion (onionmx never dials the clear net)
 //     and the RFC 2782 "." target are skipped, each with a reason.
@@ -125,8 +130,14 @@ type Resolver struct {
 	Rand *rand.Rand
 }
 
-// Resolve returns the route for a nexthop. With an empty nexthop host the
-// route is that of domain (the recipients' domain).
+// Resolve returns the route for a nexthop (a domain: the recipients'
+// domain). Its errors are:
+//
+//   - *Error: no route (permanent), or an unknown answer (Temporary);
+//   - *MapError: the domain hits a bad static-map entry, a configuration
+//     error ("FILE:LINE: ..."); no DNS query;
+//   - *ElsewhereError: a static map routes the domain to another
+//     transport; no DNS query.
 func (r *Resolver) Resolve(ctx context.Context, nh Nexthop) (*Route, error) {
 	route := &Route{Domain: nh.Host}
 	switch {
@@ -141,7 +152,11 @@ func (r *Resolver) Resolve(ctx context.Context, nh Nexthop) (*Route, error) {
 			return nil, &Error{Domain: nh.Host, Looked: "nexthop " + nh.String(),
 				Err: errors.New("a port is meaningful only with an onion or a bracketed nexthop")}
 		}
-		if !r.fromMaps(route) {
+		found, err := r.fromMaps(route)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
 			if err := r.fromSRV(ctx, route); err != nil {
 				return nil, err
 			}
@@ -172,20 +187,33 @@ func (route *Route) add(host string, port uint16) {
 	route.Targets = append(route.Targets, Target{Host: host, Port: port})
 }
 
-// fromMaps adds the target of the first map that knows the domain. An
-// entry with an empty nexthop sends the domain on to its SRV records.
-func (r *Resolver) fromMaps(route *Route) bool {
+// fromMaps adds the targets of the first map that knows the domain, in
+// order, and reports whether one did. An entry with an empty nexthop sends
+// the domain on to its SRV records. A bad entry is its *MapError, an entry
+// for another transport an *ElsewhereError: no DNS query either way.
+func (r *Resolver) fromMaps(route *Route) (bool, error) {
 	for _, m := range r.Maps {
-		if nh, where, ok := m.Lookup(route.Domain); ok {
-			if nh.Host == "" {
-				return false
-			}
-			route.Source = "static map " + where
-			route.add(nh.Host, nh.Port)
-			return true
+		e, ok := m.Find(route.Domain)
+		if !ok {
+			continue
 		}
+		switch e.Kind {
+		case EntryBad:
+			return true, e.Problem
+		case EntryElsewhere:
+			return true, &ElsewhereError{File: e.File, Line: e.Line, Domain: route.Domain, Key: e.Key,
+				Transport: e.Transport, Value: e.Value, Ours: m.Transport}
+		}
+		if len(e.Nexthops) == 0 {
+			return false, nil
+		}
+		route.Source = fmt.Sprintf("static map %s:%d", e.File, e.Line)
+		for _, nh := range e.Nexthops {
+			route.add(nh.Host, nh.Port)
+		}
+		return true, nil
 	}
-	return false
+	return false, nil
 }
 
 func (r *Resolver) fromSRV(ctx context.Context, route *Route) error {
