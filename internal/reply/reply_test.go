@@ -120,10 +120,10 @@ func TestBuffered(t *testing.T) {
 
 func TestPrintable(t *testing.T) {
 	for in, want := range map[string]string{
-		"ok":                       "ok",
-		"a\x00b\x1bc\r\n":          "a?b?c",
-		"\xff\xfe":                 "?",
-		strings.Repeat("é", 50):    strings.Repeat("é", 5) + "?...",
+		"ok":                     "ok",
+		"a\x00b\x1bc\r\n":        "a?b?c",
+		"\xff\xfe":               "?",
+		strings.Repeat("é", 50):  strings.Repeat("é", 5) + "?...",
 		"line one\nline two\r\n": "line one?li...",
 	} {
 		if got := Printable(in, 11); got != want {

@@ -1,0 +1,144 @@
+// Package parent tells whether the standard input ended because the process
+// that started us finished writing it, or because that process died.
+//
+// Postfix's pipe(8) runs a command in its own session and copies the
+// message to its standard input. When pipe(8) itself dies in the middle of
+// the copy (postfix stop, a shutdown, the OOM killer), the command is not
+// told: its input just ends, as if the message had. A transport that then
+// sends the final dot delivers a truncated message, and Postfix, which
+// never saw an outcome, later delivers it again in full.
+//
+// A writer that ends normally closes the pipe and stays alive: pipe(8)
+// then waits for the command's exit status. A dying writer closes it as
+// the kernel tears it down: do_exit marks the task PF_EXITING before it
+// closes its files, and only later reparents its children, becomes a
+// zombie and is reaped. So at the end of input, which comes after the
+// close, Guard checks in this order:
+//
+//  1. the parent in /proc/PID/stat: exiting (PF_EXITING in its flags, set
+//     before the close), a zombie, or gone altogether means it died;
+//  2. then, that the parent process id is still the one we started with,
+//     and that the pidfd opened at the start says the parent has not
+//     exited. This also proves that step 1 looked at our parent and not
+//     at a new process that got its number: the number is free for reuse
+//     only after the parent was reaped, and by then it has exited and
+//     we have another parent;
+//  3. after a short settle, that it still has not exited: a writer that
+//     closes its files itself on its way out (a signal handler, an
+//     interpreter's teardown) is gone by then.
+//
+// Only when all three pass is the end of input the end of the message.
+// A kernel without pidfds (before 5.3) or a /proc that hides the parent
+// leaves the other checks.
+package parent
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Settle is how long Guard watches the parent after the end of input
+// before it believes the end. A process that is going away takes
+// microseconds to a few milliseconds from closing its files to exiting; a
+// healthy pipe(8) waits for us for as long as we run.
+const Settle = 50 * time.Millisecond
+
+// Error is an end of input that is not the end of the message.
+type Error struct {
+	PID    int
+	Reason string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("the message on standard input may be incomplete: it ended because its writer, the parent process %d, %s", e.PID, e.Reason)
+}
+
+// Guard returns a reader of r, the standard input that the parent process
+// writes, whose io.EOF can be trusted: when the parent died instead of
+// finishing, the end of input is an *Error. Call it at the start of the
+// program, before anything is read.
+func Guard(r io.Reader) io.Reader {
+	g := &guard{r: r, ppid: os.Getppid()}
+	if g.ppid > 1 {
+		g.watch = watchParent(g.ppid)
+		if os.Getppid() != g.ppid {
+			g.err = &Error{PID: g.ppid, Reason: "was gone at the start"}
+		}
+	}
+	return g
+}
+
+type guard struct {
+	r     io.Reader
+	ppid  int
+	watch watcher
+	err   error // the verdict at the end of input, once made
+	done  bool
+}
+
+// watcher is what the platform offers to watch a process.
+type watcher interface {
+	// exited reports whether the process has exited, waiting at most d.
+	exited(d time.Duration) bool
+	close()
+}
+
+func (g *guard) Read(p []byte) (int, error) {
+	if g.done {
+		if g.err != nil {
+			return 0, g.err
+		}
+		return 0, io.EOF
+	}
+	n, err := g.r.Read(p)
+	if err == io.EOF {
+		g.done = true
+		if g.err == nil {
+			g.err = g.check()
+		}
+		if g.watch != nil {
+			g.watch.close()
+		}
+		if g.err != nil {
+			return n, g.err
+		}
+	}
+	return n, err
+}
+
+// check makes the verdict at the end of input; see the package doc for
+// why in this order.
+func (g *guard) check() error {
+	if g.ppid <= 1 {
+		// Started by init, or as process 1: no parent that could die
+		// under us.
+		return nil
+	}
+	switch procState(g.ppid) {
+	case stateExiting:
+		return &Error{PID: g.ppid, Reason: "is exiting"}
+	case stateGone:
+		return &Error{PID: g.ppid, Reason: "is gone"}
+	}
+	switch {
+	case os.Getppid() != g.ppid:
+		return &Error{PID: g.ppid, Reason: "is gone"}
+	case g.watch.exited(0):
+		return &Error{PID: g.ppid, Reason: "exited"}
+	case g.watch.exited(Settle) || os.Getppid() != g.ppid:
+		return &Error{PID: g.ppid, Reason: "exited right after the end of input"}
+	}
+	return nil
+}
+
+// What /proc says of a process.
+type state int
+
+const (
+	stateUnknown state = iota // no /proc, or it hides the process
+	stateAlive
+	stateExiting // in the kernel's exit path, or a zombie
+	stateGone
+)

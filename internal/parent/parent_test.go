@@ -1,0 +1,117 @@
+package parent
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests run this test binary three times over: the test itself starts a
+// "parent", which starts a "child" that reads its standard input through
+// Guard and writes what it found to a file. The parent then ends the way
+// the test asks.
+const roleEnv = "PARENT_TEST_ROLE"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(roleEnv) {
+	case "parent":
+		beParent()
+	case "child":
+		beChild()
+	default:
+		os.Exit(m.Run())
+	}
+}
+
+// beChild reads all of stdin through Guard and writes the outcome.
+func beChild() {
+	n, err := io.Copy(io.Discard, Guard(os.Stdin))
+	out := fmt.Sprintf("ok %d", n)
+	if err != nil {
+		out = fmt.Sprintf("error %d: %v", n, err)
+	}
+	os.WriteFile(os.Getenv("PARENT_TEST_OUT")+".tmp", []byte(out), 0o644)
+	os.Rename(os.Getenv("PARENT_TEST_OUT")+".tmp", os.Getenv("PARENT_TEST_OUT"))
+	os.Exit(0)
+}
+
+// beParent starts the child, writes part of a message, and ends as
+// PARENT_TEST_END says.
+func beParent() {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), roleEnv+"=child")
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		panic(err)
+	}
+	// As pipe(8) does: the command in its own session.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
+	chunk := strings.Repeat("x", 1000) + "\n"
+	for range 66 {
+		if _, err := io.WriteString(w, chunk); err != nil {
+			panic(err)
+		}
+	}
+	switch os.Getenv("PARENT_TEST_END") {
+	case "finish":
+		w.Close()
+		cmd.Wait()
+		os.Exit(0)
+	case "sigterm":
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	case "sigkill":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "exit":
+		os.Exit(3)
+	case "close-then-exit":
+		// A writer that closes its files itself on its way out.
+		w.Close()
+		time.Sleep(5 * time.Millisecond)
+		os.Exit(0)
+	}
+	time.Sleep(time.Minute)
+	panic("still alive")
+}
+
+func TestGuard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, tc := range []struct {
+		end  string
+		want string
+	}{
+		{"finish", "ok 66066"},
+		{"sigterm", "error 66066: the message on standard input may be incomplete"},
+		{"sigkill", "error 66066: the message on standard input may be incomplete"},
+		{"exit", "error 66066: the message on standard input may be incomplete"},
+		{"close-then-exit", "error 66066: the message on standard input may be incomplete"},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			t.Parallel()
+			out := filepath.Join(t.TempDir(), "out")
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), roleEnv+"=parent", "PARENT_TEST_END="+tc.end, "PARENT_TEST_OUT="+out)
+			cmd.Run() // it may die of its own signal
+			var got []byte
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if b, err := os.ReadFile(out); err == nil {
+					got = b
+					break
+				}
+			}
+			if !strings.HasPrefix(string(got), tc.want) {
+				t.Fatalf("child says %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
