@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
-	"time"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/parent"
 )
 
 // "onionmx deliver" is the pipe(8) transport (package deliver): one message
@@ -31,7 +35,7 @@ func deliverCommand() *cli.Command {
 			dnssecFlag,
 			dnsViaTorFlag,
 			&cli.Int64Flag{Name: "size", Usage: "message size in `BYTES` (Postfix ${size}), for the SIZE extension"},
-			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "deadline for the whole delivery (keep it below Postfix's command_time_limit, 1000s)"},
+			&cli.DurationFlag{Name: "timeout", Value: deliver.DefaultTimeout, Usage: "deadline for the whole delivery (keep it below Postfix's command_time_limit, 1000s)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: deliver.DefaultConnectTimeout, Usage: "deadline for the SOCKS connect, including Tor's onion rendezvous"},
 			&cli.StringFlag{Name: "tls", Value: "none", Usage: "STARTTLS: none, may (when offered, certificate not verified) or require"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "SMTP transcript on stderr"},
@@ -76,27 +80,68 @@ func runDeliver(c *cli.Context) error {
 		return err
 	}
 	helo := heloName(c)
+	if err := checkHelo(helo); err != nil {
+		return deliver.ConfigError(err)
+	}
 	client := &deliver.Client{
 		Dialer:         dialer,
 		Resolver:       resolver,
 		Helo:           helo,
 		TLS:            tlsMode,
+		Timeout:        timeout,
 		ConnectTimeout: connectTimeout,
 	}
 	if c.Bool("verbose") {
 		client.Transcript = c.App.ErrWriter
 	}
-	ctx, cancel := context.WithTimeout(c.Context, timeout)
-	defer cancel()
+	body := c.App.Reader
+	if f, ok := body.(*os.File); ok && f == os.Stdin {
+		// pipe(8) writes the message; trust its end only if pipe(8)
+		// did not die in the middle of it.
+		body = parent.Guard(f)
+		// Writing the outcome to a pipe(8) that is gone must not kill us.
+		signal.Ignore(syscall.SIGPIPE)
+	}
+	ctx := interruptible(c.Context)
 	res, err := client.Deliver(ctx, c.String("nexthop"), &deliver.Message{
 		Sender:     sender,
 		Recipients: rcpts,
 		Size:       c.Int64("size"),
-		Body:       c.App.Reader,
+		Body:       body,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(c.App.Writer, truncate(fmt.Sprintf("%s (delivered to %s)", res.Reply, res.Target.Addr())))
+	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))
+	return nil
+}
+
+// interruptible returns a context that SIGTERM, SIGHUP, SIGINT or SIGQUIT
+// cancels, the signal's name as the cause: deliver then stops before the
+// final dot, or waits for the reply after it, and the outcome is one
+// 4.x.y line and exit 75. The signals stay caught until the process
+// exits: a second one is ignored, and none kills it (Go's default action
+// would exit with status 2 or by the signal, and pipe(8) bounces on 2).
+func interruptible(ctx context.Context) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
+	go func() {
+		s := <-sigs
+		cancel(errors.New(unix.SignalName(s.(syscall.Signal))))
+	}()
+	return ctx
+}
+
+// checkHelo checks the EHLO name: one word of printable ASCII.
+func checkHelo(name string) error {
+	if name == "" {
+		return errors.New("--helo: empty EHLO name")
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("--helo %q: an EHLO name is one word of printable ASCII", name)
+		}
+	}
 	return nil
 }

@@ -253,8 +253,8 @@ func BenchmarkProcess(b *testing.B) {
 				Sender: sender, Recipients: []string{recipient}, Size: size, Body: bytes.NewReader(body),
 			})
 			r := run{wall: time.Since(t0)}
-			if err == nil && !strings.HasPrefix(res.Reply, "250 ") {
-				err = fmt.Errorf("reply %q", res.Reply)
+			if err == nil && !strings.HasPrefix(res.Reply(), "250 ") {
+				err = fmt.Errorf("reply %q", res.Reply())
 			}
 			if err == nil {
 				err = e.noDNS()

@@ -66,8 +66,8 @@ var clients = []client{
 		if err != nil {
 			return err
 		}
-		if !strings.HasPrefix(res.Reply, "250 ") {
-			return fmt.Errorf("reply %q", res.Reply)
+		if !strings.HasPrefix(res.Reply(), "250 ") {
+			return fmt.Errorf("reply %q", res.Reply())
 		}
 		return nil
 	}},

@@ -79,9 +79,8 @@ func (e *env) deliverBody(t *testing.T, timeout time.Duration, body io.Reader, r
 	if len(rcpts) == 0 {
 		rcpts = []string{"user@recv.test"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	res, err := e.client.Deliver(ctx, "["+e.onion+"]:25", &deliver.Message{
+	e.client.Timeout = timeout
+	res, err := e.client.Deliver(context.Background(), "["+e.onion+"]:25", &deliver.Message{
 		Sender:     "a@sender.test",
 		Recipients: rcpts,
 		Body:       body,
@@ -111,8 +110,8 @@ func TestDeliverOK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(res.Reply, "250 ") {
-		t.Errorf("reply %q, want the remote's 250", res.Reply)
+	if !strings.HasPrefix(res.Reply(), "250 ") {
+		t.Errorf("reply %q, want the remote's 250", res.Reply())
 	}
 	msgs := e.sink.Messages()
 	if len(msgs) != 1 {

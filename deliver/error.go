@@ -44,6 +44,9 @@ type Error struct {
 	// next is set when the failure is particular to one target and the
 	// next one may be tried.
 	next bool
+	// plainRetry is set when a TLS handshake failed with TLS "may": the
+	// same target may be tried again without TLS.
+	plainRetry bool
 }
 
 func (e *Error) Error() string { return e.Status + " " + e.Msg }

@@ -217,13 +217,13 @@ func TestFaults(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %q (exit %d), want delivered", err, err.Exit)
 				}
-				if !strings.HasPrefix(res.Reply, "2") {
-					t.Errorf("reply %q, want 2xx", res.Reply)
+				if !strings.HasPrefix(res.Reply(), "2") {
+					t.Errorf("reply %q, want 2xx", res.Reply())
 				}
 				return
 			}
 			if err == nil {
-				t.Fatalf("delivered (%s), want %s", res.Reply, tc.status)
+				t.Fatalf("delivered (%s), want %s", res.Reply(), tc.status)
 			}
 			t.Logf("exit %d: %s", err.Exit, err)
 			if !strings.HasPrefix(err.Status, tc.status) || err.Exit != tc.exit {
@@ -354,19 +354,45 @@ func errExit(e *deliver.Error) int {
 }
 
 // TestNeverDialsClearNet checks that a route to anything but a v3 onion is
-// refused before any connection.
+// refused before any connection: a clear-net or unusable nexthop from the
+// configuration defers (4.3.5), and a recipient domain that is an unusable
+// onion bounces (5.1.2), both with the reason.
 func TestNeverDialsClearNet(t *testing.T) {
 	e := newEnv(t)
-	for _, nh := range []string{"[192.0.2.1]", "[mail.example.org]:25", "[expyuzz4wqqyqhjn.onion]", "mail.example.onion"} {
-		_, err := e.client.Deliver(context.Background(), nh, &deliver.Message{
-			Recipients: []string{"u@example.org"}, Body: strings.NewReader(testBody),
+	for _, tc := range []struct {
+		nexthop, rcpt, status, text string
+	}{
+		{"[192.0.2.1]", "u@example.org", "4.3.5", "not a .onion name"},
+		{"[mail.example.org]:25", "u@example.org", "4.3.5", "not a .onion name"},
+		{"[expyuzz4wqqyqhjn.onion]", "u@example.org", "4.3.5", "v2 onion address"},
+		{"mail.example.onion", "u@example.org", "4.3.5", "a v3 address has 56"},
+		{"example.org:25", "u@example.org", "4.3.5", "a port goes with an onion"},
+		{"", "u@expyuzz4wqqyqhjn.onion", "5.1.2", "v2 onion address"},
+		{"expyuzz4wqqyqhjn.onion", "u@expyuzz4wqqyqhjn.onion", "5.1.2", "v2 onion address"},
+		{"", "u@" + typo(e.onion), "5.1.2", "checksum"},
+		{"", "u@mail.example.onion", "5.1.2", "a v3 address has 56"},
+		{"", "u@bad_label!.onion", "5.1.2", "bad destination bad_label!.onion"},
+		{"bad_label!.onion", "u@bad_label!.onion", "5.1.2", "bad destination bad_label!.onion"},
+	} {
+		_, err := e.client.Deliver(context.Background(), tc.nexthop, &deliver.Message{
+			Recipients: []string{tc.rcpt}, Body: strings.NewReader(testBody),
 		})
 		de := deliver.AsError(err)
-		if err == nil || de.Status != "5.4.4" {
-			t.Errorf("nexthop %s: got %v, want 5.4.4", nh, err)
+		if err == nil || de.Status != tc.status || !strings.Contains(de.Error(), tc.text) {
+			t.Errorf("nexthop %q, recipient %s: got %v, want %s with %q", tc.nexthop, tc.rcpt, err, tc.status, tc.text)
 		}
 	}
 	if n := len(e.socks.Requests()); n != 0 {
 		t.Fatalf("%d CONNECTs to the proxy, want none", n)
 	}
+}
+
+// typo changes the first character of an onion name: its checksum no
+// longer matches.
+func typo(onion string) string {
+	c := byte('a')
+	if onion[0] == 'a' {
+		c = 'b'
+	}
+	return string(c) + onion[1:]
 }

@@ -48,9 +48,8 @@ func newRouteEnv(t *testing.T, failing map[string]byte, onions ...string) *route
 }
 
 func (r *routeEnv) deliver(t *testing.T, nexthop string, rcpt string) (*deliver.Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	return r.client.Deliver(ctx, nexthop, &deliver.Message{
+	r.client.Timeout = 3 * time.Second
+	return r.client.Deliver(context.Background(), nexthop, &deliver.Message{
 		Sender: "a@sender.test", Recipients: []string{rcpt}, Body: strings.NewReader(testBody),
 	})
 }

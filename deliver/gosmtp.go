@@ -1,0 +1,123 @@
+package deliver
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/internal/reply"
+)
+
+// go-smtp's client says EHLO (falling back to HELO when EHLO is not
+// understood) and keeps the extensions the server offers; onionmx does the
+// rest itself. Everything that works around what its client does, or does
+// not do, is here:
+//
+//   - it reads the greeting itself and gives no access to it, but a
+//     greeting failure must be told from an EHLO failure, and a greeting
+//     that names us is a loop: we read the greeting, and replay it to
+//     go-smtp (replayConn);
+//   - it does not return the reply to EHLO, which is checked for loops:
+//     what it reads is kept (helloCapture), and helloCommand tells from it
+//     whether it fell back to HELO;
+//   - net/textproto, under it, keeps a whole reply in memory and rejects a
+//     reply code without text: it reads through our reply.Reader, which
+//     bounds both and completes a bare code, one line per read, so that
+//     nothing past the reply to EHLO is left in go-smtp's buffer;
+//   - it wants exactly 250 where RFC 5321 allows any 2xx, and has neither
+//     STARTTLS on an open connection nor PIPELINING: onionmx says STARTTLS,
+//     MAIL, RCPT and DATA itself.
+//
+// go-smtp also sets and then clears the connection's deadline around each
+// command; sessionConn gives every write its own deadline again.
+
+// newHelloClient returns go-smtp's client on the session's connection,
+// the greeting replayed, and the buffer that keeps what it reads.
+func newHelloClient(s *session) (*smtp.Client, *bytes.Buffer) {
+	seen := &helloCapture{r: s.rr}
+	client := smtp.NewClient(&replayConn{Conn: s.sc, r: io.MultiReader(bytes.NewReader(replyBytes(s.greet)), seen)})
+	client.CommandTimeout = s.cmdWait
+	return client, &seen.buf
+}
+
+// replayConn hands go-smtp's client a connection whose first bytes are the
+// greeting we already read ourselves, followed by the rest of the stream.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// helloCapture keeps what go-smtp reads: the replies to EHLO and HELO,
+// which reply.Reader bounds.
+type helloCapture struct {
+	r   io.Reader
+	buf bytes.Buffer
+}
+
+func (c *helloCapture) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.buf.Len() < 2*reply.MaxReply {
+		c.buf.Write(p[:n])
+	}
+	return n, err
+}
+
+// helloCommand tells from the captured replies whether go-smtp fell back
+// from EHLO to HELO (after a 500 or 502).
+func helloCommand(replies []byte) string {
+	if bytes.HasPrefix(replies, []byte("500")) || bytes.HasPrefix(replies, []byte("502")) {
+		return "HELO"
+	}
+	return "EHLO"
+}
+
+// helloNames returns the first word of each 250 reply in the captured
+// replies to EHLO/HELO: the name the server gives itself.
+func helloNames(replies []byte) []string {
+	var names []string
+	first := true
+	for _, line := range strings.Split(string(replies), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if len(line) < 4 {
+			continue
+		}
+		if first && strings.HasPrefix(line, "250") {
+			name, _, _ := strings.Cut(line[4:], " ")
+			names = append(names, name)
+		}
+		first = line[3] == ' '
+	}
+	return names
+}
+
+// replyBytes serializes a reply for replay.
+func replyBytes(r *reply.Reply) []byte {
+	var b bytes.Buffer
+	for i, l := range r.Lines {
+		sep := '-'
+		if i == len(r.Lines)-1 {
+			sep = ' '
+		}
+		fmt.Fprintf(&b, "%03d%c%s\r\n", r.Code, sep, l)
+	}
+	return b.Bytes()
+}
+
+// smtpError returns a reply in go-smtp's form, the enhanced status code
+// parsed from the first line.
+func smtpError(rep *reply.Reply) *smtp.SMTPError {
+	text := rep.Text()
+	r := &smtp.SMTPError{Code: rep.Code, Message: text}
+	if first, rest, ok := strings.Cut(text, " "); ok {
+		if ec, ok := parseEnhanced(first); ok {
+			r.EnhancedCode, r.Message = ec, rest
+		}
+	}
+	return r
+}

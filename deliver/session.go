@@ -1,0 +1,530 @@
+package deliver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/internal/reply"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// quitTimeout bounds the write of QUIT; its reply is never awaited.
+const quitTimeout = 5 * time.Second
+
+// session is one SMTP session with one target: steps 2 to 8 of the
+// package doc, one method each.
+type session struct {
+	c *Client
+	// soft ends at the deadline or when the delivery is interrupted;
+	// hard only at the deadline; stop is the caller's context, whose
+	// cancellation is the interruption.
+	soft, hard, stop context.Context
+	domain           string
+	target           lookup.Target
+	host             string // "x.onion[25]", as Postfix names hosts
+	tls              TLSMode
+
+	raw      net.Conn
+	sc       *sessionConn  // the connection in use: raw, or TLS over raw
+	rr       *reply.Reader // the replies that arrive on sc
+	greet    *reply.Reply
+	client   *smtp.Client // for EHLO/HELO and the extensions it found
+	guard    commitGuard
+	cmdWait  time.Duration
+	dataWait time.Duration
+}
+
+// session runs one SMTP session with target t. A returned *Error has next
+// set when the next target may be tried, and plainRetry when this one may
+// be tried again without TLS.
+func (c *Client) session(soft, hard, stop context.Context, domain string, t lookup.Target, mode TLSMode, msg *Message) (*Result, error) {
+	// Never dial anything but a v3 onion through Tor, whatever the caller
+	// resolved: a clear-net name would leave through an exit relay.
+	if err := lookup.CheckOnion(t.Host); err != nil {
+		return nil, Internal(fmt.Errorf("refusing to dial %s: %v", t.Host, err))
+	}
+	s := &session{
+		c: c, soft: soft, hard: hard, stop: stop,
+		domain: domain, target: t, tls: mode,
+		host:     fmt.Sprintf("%s[%d]", t.Host, t.Port),
+		cmdWait:  orDefault(c.CommandTimeout, DefaultCommandTimeout),
+		dataWait: orDefault(c.DataTimeout, DefaultDataTimeout),
+	}
+	if err := s.connect(); err != nil {
+		return nil, err
+	}
+	defer s.raw.Close()
+	// The deadline closes the connection whatever is going on; an
+	// interruption only until the final dot is on its way.
+	defer context.AfterFunc(hard, func() { s.raw.Close() })()
+	defer context.AfterFunc(stop, func() {
+		if s.guard.abort() {
+			s.raw.Close()
+		}
+	})()
+
+	if err := s.greeting(); err != nil {
+		return nil, err
+	}
+	if err := s.hello(); err != nil {
+		return nil, err
+	}
+	if err := s.limits(msg); err != nil {
+		return nil, s.quit(err)
+	}
+	if err := s.mail(msg); err != nil {
+		return nil, err
+	}
+	if err := s.rcpts(msg); err != nil {
+		return nil, err
+	}
+	res, err := s.data(msg)
+	if err != nil {
+		return nil, err
+	}
+	s.quit(nil)
+	return res, nil
+}
+
+// Step 2: connect through Tor.
+func (s *session) connect() error {
+	dctx, cancel := context.WithTimeout(s.soft, orDefault(s.c.ConnectTimeout, DefaultConnectTimeout))
+	defer cancel()
+	raw, err := s.c.Dialer.DialContext(dctx, "tcp", s.target.Addr())
+	if err != nil {
+		if s.stop.Err() != nil {
+			return interrupted(s.stop, "connecting to "+s.target.Addr())
+		}
+		e := dialError(fmtStringer(s.c.Dialer), s.target.Addr(), err, s.soft.Err())
+		e.next = e.Temporary()
+		return e
+	}
+	s.raw = raw
+	s.sc = &sessionConn{Conn: raw, writeTimeout: orDefault(s.c.BlockTimeout, DefaultBlockTimeout), log: s.c.Transcript}
+	s.rr = reply.NewReader(s.sc)
+	return nil
+}
+
+// Step 3: the greeting.
+func (s *session) greeting() error {
+	const phase = "receiving the initial server greeting"
+	rep, err := s.readReply(s.cmdWait)
+	if err != nil {
+		return s.retry(s.netError(phase, err))
+	}
+	if rep.Code != 220 {
+		// Postfix's smtp_skip_5xx_greeting: a 5xx greeting is as good as a
+		// 4xx one, and the next server is tried.
+		r := smtpError(rep)
+		e := tempErr("4"+replyStatus(r)[1:], r, "host %s refused to talk to me: %s", s.host, replyText(r))
+		e.Reply = r
+		return s.retry(e)
+	}
+	if err := s.checkLoop(rep.Lines[0]); err != nil {
+		return err
+	}
+	s.greet = rep
+	return nil
+}
+
+// Step 4: EHLO or HELO, after STARTTLS when asked for. go-smtp's client
+// says EHLO (and HELO when EHLO is not understood) and keeps the
+// extensions; see gosmtp.go for how it is fed.
+func (s *session) hello() error {
+	if s.tls != TLSNone {
+		if err := s.startTLS(); err != nil {
+			return err
+		}
+	}
+	client, seen := newHelloClient(s)
+	s.client = client
+	err := client.Hello(s.c.Helo)
+	captured := seen.Bytes()
+	if err != nil {
+		var r *smtp.SMTPError
+		if errors.As(err, &r) {
+			e := replyError(s.host, r, helloCommand(captured))
+			if e.Temporary() {
+				return s.retry(e)
+			}
+			return e
+		}
+		return s.retry(s.netError("performing the EHLO handshake", err))
+	}
+	for _, name := range helloNames(captured) {
+		if err := s.checkLoop(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startTLS says EHLO and STARTTLS itself, before go-smtp takes over: its
+// client has no STARTTLS on an open connection. It returns nil when TLS is
+// optional and not to be had on this connection; go-smtp then says EHLO
+// again, which RFC 5321 allows, and falls back to HELO if need be.
+func (s *session) startTLS() error {
+	rep, err := s.command("EHLO "+s.c.Helo, s.cmdWait)
+	if err != nil {
+		return s.retry(s.netError("performing the EHLO handshake", err))
+	}
+	if rep.Code != 250 {
+		r := smtpError(rep)
+		switch {
+		case s.tls == TLSRequire:
+			return s.retry(tempErr("4.7.4", r, "TLS is required, but host %s rejected EHLO: %s", s.host, replyText(r)))
+		case rep.Code/100 == 5:
+			// No ESMTP, so no STARTTLS: plaintext, as with --tls none.
+			return nil
+		}
+		return s.retry(replyError(s.host, r, "EHLO"))
+	}
+	if err := s.checkLoop(rep.Lines[0]); err != nil {
+		return err
+	}
+	offered := false
+	for _, line := range rep.Lines[1:] {
+		if strings.EqualFold(strings.TrimSpace(line), "STARTTLS") {
+			offered = true
+		}
+	}
+	if !offered {
+		if s.tls == TLSRequire {
+			return s.quit(s.retry(tempErr("4.7.4", nil, "TLS is required, but was not offered by host %s", s.host)))
+		}
+		return nil
+	}
+	rep, err = s.command("STARTTLS", s.cmdWait)
+	if err != nil {
+		return s.retry(s.netError("sending STARTTLS", err))
+	}
+	if rep.Code != 220 {
+		r := smtpError(rep)
+		switch {
+		case s.tls == TLSRequire:
+			return s.quit(s.retry(tempErr("4.7.4", r, "TLS is required, but host %s refused to start TLS: %s", s.host, replyText(r))))
+		case rep.Code == 421:
+			// The server is closing the connection.
+			return s.retry(replyError(s.host, r, "STARTTLS"))
+		}
+		// Opportunistic: go on in plaintext on this connection.
+		return nil
+	}
+	if s.rr.Buffered() > 0 {
+		// Bytes after the 220 would be read as if they came over TLS
+		// (the STARTTLS injection of CVE-2011-0411).
+		return s.retry(tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host))
+	}
+	tconn := tls.Client(s.raw, &tls.Config{
+		ServerName: s.target.Host,
+		// The onion address authenticates the server; a certificate that
+		// matches a .onion name is rare, so it is not verified.
+		InsecureSkipVerify: true,
+	})
+	hctx, cancel := context.WithTimeout(s.soft, s.cmdWait)
+	defer cancel()
+	if err := tconn.HandshakeContext(hctx); err != nil {
+		if s.guard.aborted() || s.stop.Err() != nil {
+			return interrupted(s.stop, "starting TLS")
+		}
+		e := tempErr("4.7.5", err, "TLS handshake with host %s failed: %v", s.host, err)
+		if s.tls == TLSMay {
+			e.plainRetry = s.soft.Err() == nil
+			return e
+		}
+		return s.retry(e)
+	}
+	s.sc = &sessionConn{Conn: tconn, writeTimeout: s.sc.writeTimeout, log: s.c.Transcript}
+	s.rr = reply.NewReader(s.sc)
+	return nil
+}
+
+// Step 5: what must be known before MAIL FROM.
+func (s *session) limits(msg *Message) *Error {
+	if msg.Size > 0 {
+		if max, ok := s.client.MaxMessageSize(); ok && max > 0 && msg.Size > int64(max) {
+			return permErr("5.3.4", ExUnavailable, nil,
+				"message size %d exceeds size limit %d of server %s", msg.Size, max, s.host)
+		}
+	}
+	if ok, _ := s.client.Extension("SMTPUTF8"); needsSMTPUTF8(msg) && !ok {
+		return permErr("5.6.7", ExDataErr, nil,
+			"SMTPUTF8 is required, but was not offered by host %s", s.host)
+	}
+	return nil
+}
+
+// Step 6, first half: MAIL FROM.
+func (s *session) mail(msg *Message) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "MAIL FROM:<%s>", msg.Sender)
+	if ok, _ := s.client.Extension("8BITMIME"); ok {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if ok, _ := s.client.Extension("SIZE"); ok && msg.Size > 0 {
+		fmt.Fprintf(&b, " SIZE=%d", msg.Size)
+	}
+	if needsSMTPUTF8(msg) {
+		b.WriteString(" SMTPUTF8")
+	}
+	rep, err := s.command(b.String(), s.cmdWait)
+	if err != nil {
+		return s.netError("sending MAIL FROM", err)
+	}
+	if rep.Code/100 != 2 {
+		return s.quit(s.unexpected(rep, "MAIL FROM"))
+	}
+	return nil
+}
+
+// Step 6, second half: RCPT TO, all or nothing.
+func (s *session) rcpts(msg *Message) error {
+	var rejected []rejection
+	for _, rcpt := range msg.Recipients {
+		rep, err := s.command("RCPT TO:<"+rcpt+">", s.cmdWait)
+		if err != nil {
+			return s.netError("sending RCPT TO", err)
+		}
+		switch rep.Code / 100 {
+		case 2:
+		case 4, 5:
+			rejected = append(rejected, rejection{rcpt, smtpError(rep)})
+		default:
+			return s.quit(s.unexpected(rep, "RCPT TO"))
+		}
+	}
+	if len(rejected) > 0 {
+		return s.quit(rcptError(s.host, rejected, len(msg.Recipients)))
+	}
+	return nil
+}
+
+// Step 7: DATA, the body, the final dot and its reply.
+func (s *session) data(msg *Message) (*Result, error) {
+	rep, err := s.command("DATA", s.cmdWait)
+	if err != nil {
+		return nil, s.netError("sending DATA command", err)
+	}
+	if rep.Code != 354 {
+		return nil, s.quit(s.unexpected(rep, "DATA"))
+	}
+	// The body and its final dot stay out of the transcript.
+	s.sc.mute(true, "[message body, then .]")
+	err = writeBody(s.sc, msg.Body, s.guard.commit)
+	var rerr *bodyReadError
+	switch {
+	case errors.As(err, &rerr):
+		// Never send the final dot after a partial body: closing the
+		// connection without it makes the server discard the message.
+		s.raw.Close()
+		if s.guard.aborted() {
+			return nil, interrupted(s.stop, "sending the message body")
+		}
+		return nil, tempErr("4.3.0", rerr.err, "message not sent: %v", rerr.err)
+	case errors.Is(err, errNotCommitted):
+		return nil, interrupted(s.stop, "sending the message body")
+	case err != nil:
+		return nil, s.netError("sending message body", err)
+	}
+	rep, err = s.readReply(s.dataWait)
+	s.sc.mute(false, "")
+	const phase = "sending end of data -- message may be sent more than once"
+	if err != nil {
+		return nil, s.netError(phase, err)
+	}
+	switch rep.Code / 100 {
+	case 2:
+	case 4, 5:
+		return nil, replyError(s.host, smtpError(rep), "end of DATA")
+	default:
+		return nil, tempErr("4.5.0", nil, "host %s sent an unexpected reply while %s: %s", s.host, phase, replyText(smtpError(rep)))
+	}
+	r := smtpError(rep)
+	res := &Result{Target: s.target, Code: rep.Code, Text: oneLine(strings.ReplaceAll(r.Message, "\n", " "))}
+	if validEnhanced(r.EnhancedCode) {
+		res.Enhanced = fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2])
+	}
+	return res, nil
+}
+
+// Step 8, and after a refusal: QUIT, without waiting for the reply. It
+// returns e.
+func (s *session) quit(e *Error) *Error {
+	s.sc.SetWriteDeadline(time.Now().Add(quitTimeout))
+	s.sc.Conn.Write([]byte("QUIT\r\n"))
+	return e
+}
+
+// command sends one command line and reads its reply.
+func (s *session) command(line string, wait time.Duration) (*reply.Reply, error) {
+	if _, err := s.sc.Write([]byte(line + "\r\n")); err != nil {
+		return nil, err
+	}
+	return s.readReply(wait)
+}
+
+// readReply reads one reply, waiting at most wait.
+func (s *session) readReply(wait time.Duration) (*reply.Reply, error) {
+	s.sc.SetReadDeadline(time.Now().Add(wait))
+	defer s.sc.SetReadDeadline(time.Time{})
+	return s.rr.ReadReply()
+}
+
+// unexpected is the failure for a reply to cmd that is not a success: the
+// remote's refusal, or a reply that does not belong there (a 3xx to MAIL,
+// a 2xx to DATA), which is a protocol error.
+func (s *session) unexpected(rep *reply.Reply, cmd string) *Error {
+	r := smtpError(rep)
+	if c := rep.Code / 100; c == 4 || c == 5 {
+		return replyError(s.host, r, cmd)
+	}
+	return tempErr("4.5.0", r, "host %s sent an unexpected reply to %s: %s", s.host, cmd, replyText(r))
+}
+
+// retry marks a temporary failure as one after which the next target may
+// be tried.
+func (s *session) retry(e *Error) *Error {
+	e.next = e.Temporary() && s.soft.Err() == nil
+	return e
+}
+
+// checkLoop reports a mail loop when a greeting or EHLO reply names us, as
+// Postfix's smtp(8) does.
+func (s *session) checkLoop(text string) error {
+	name, _, _ := strings.Cut(text, " ")
+	name, _, _ = strings.Cut(name, "\n")
+	if helo := s.c.Helo; helo != "" && strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(helo, ".")) {
+		return permErr("5.4.6", ExUnavailable, nil, "mail for %s loops back to myself", s.domain)
+	}
+	return nil
+}
+
+// netError classifies a failure of the connection while in phase, in
+// Postfix's words. All of them are temporary.
+func (s *session) netError(phase string, err error) *Error {
+	var rerr *reply.Error
+	var perr textproto.ProtocolError
+	switch {
+	case s.guard.aborted():
+		return interrupted(s.stop, phase)
+	case s.hard.Err() != nil:
+		return tempErr("4.4.2", err, "conversation with host %s timed out while %s (delivery deadline)", s.host, phase)
+	case isTimeout(err):
+		return tempErr("4.4.2", err, "conversation with host %s timed out while %s", s.host, phase)
+	case errors.As(err, &rerr):
+		return tempErr("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, rerr.Msg)
+	case errors.As(err, &perr):
+		return tempErr("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, reply.Printable(string(perr), 200))
+	}
+	return tempErr("4.4.2", err, "lost connection with host %s while %s", s.host, phase)
+}
+
+// commitGuard decides, once, between the final dot and an interruption.
+type commitGuard struct {
+	mu         sync.Mutex
+	committed  bool // the final dot is on its way
+	wasAborted bool // the delivery was interrupted before that
+}
+
+// commit reports whether the final dot may be sent: false once aborted.
+func (g *commitGuard) commit() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.wasAborted {
+		return false
+	}
+	g.committed = true
+	return true
+}
+
+// abort reports whether the delivery may still be abandoned: false once
+// the final dot is on its way.
+func (g *commitGuard) abort() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.committed {
+		return false
+	}
+	g.wasAborted = true
+	return true
+}
+
+func (g *commitGuard) aborted() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.wasAborted
+}
+
+type rejection struct {
+	rcpt  string
+	reply *smtp.SMTPError
+}
+
+// rcptError reports rejected recipients. With one recipient it is Postfix's
+// own wording; with several, every rejected one is named, and the failure
+// is temporary if any rejection was.
+func rcptError(host string, rejected []rejection, total int) *Error {
+	if len(rejected) == 1 && total == 1 {
+		return replyError(host, rejected[0].reply, "RCPT TO")
+	}
+	first := replyError(host, rejected[0].reply, "RCPT TO")
+	for _, r := range rejected {
+		if e := replyError(host, r.reply, "RCPT TO"); e.Temporary() {
+			first = e
+			break
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "host %s rejected %d of %d recipients, nothing was sent:", host, len(rejected), total)
+	allUnknown := true
+	for i, r := range rejected {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		fmt.Fprintf(&b, " <%s>: %s", r.rcpt, replyText(r.reply))
+		if !strings.HasPrefix(replyStatus(r.reply), "5.1.") {
+			allUnknown = false
+		}
+	}
+	b.WriteString(" (in reply to RCPT TO command)")
+	e := &Error{Status: first.Status, Exit: ExUnavailable, Msg: b.String(), Reply: first.Reply, Err: first.Err}
+	switch {
+	case e.Temporary():
+		e.Exit = ExTempFail
+	case allUnknown:
+		e.Exit = ExNoUser
+	}
+	return e
+}
+
+func needsSMTPUTF8(msg *Message) bool {
+	for _, a := range append([]string{msg.Sender}, msg.Recipients...) {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fmtStringer names the dialer in messages ("127.0.0.1:9050").
+func fmtStringer(d Dialer) fmt.Stringer {
+	if s, ok := d.(fmt.Stringer); ok {
+		return s
+	}
+	return stringer("the SOCKS proxy")
+}
+
+type stringer string
+
+func (s stringer) String() string { return string(s) }
