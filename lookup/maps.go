@@ -450,7 +450,7 @@ func (m *Map) judge(value string) *MapEntry {
 		if err := CheckOnion(nh.Host); err != nil {
 			if errors.Is(err, ErrNotOnion) {
 				if transport == m.Transport {
-					return fail("nexthop %s is not a .onion name, and transport %s is onionmx, which never dials the clear net: give the onion, or route the domain with another transport", tok, transport)
+					return fail("nexthop %s is not a .onion name, and onionmx (transport %s) never dials the clear net: give the onion, or route the domain with another transport", tok, transport)
 				}
 				return fail("nexthop %s is not a .onion name, beside an onion nexthop: onionmx never dials the clear net", tok)
 			}

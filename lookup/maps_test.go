@@ -302,7 +302,7 @@ func TestTransportMapTransport(t *testing.T) {
 	}
 	checkEntries(t, m, []entryWant{
 		{domain: "srv.example", line: 1},
-		{domain: "relay.example", kind: EntryBad, line: 2, text: "transport smtptor is onionmx"},
+		{domain: "relay.example", kind: EntryBad, line: 2, text: "onionmx (transport smtptor) never dials the clear net"},
 		{domain: "other.example", kind: EntryElsewhere, line: 3, text: "onionmx"},
 	})
 }
