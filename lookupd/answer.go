@@ -111,6 +111,29 @@ type Key struct {
 	Domain string
 	// NoRoute, when set, says why the key never has a route.
 	NoRoute string
+	// Onion is set when the key's domain is in .onion (RFC 7686), even
+	// when it is not a domain name at all: such a key always goes to
+	// onionmx, never to a transport that would look it up in DNS.
+	Onion bool
+	// Invalid, for an Onion key, says why its domain is not a domain name;
+	// Domain is then empty.
+	Invalid string
+}
+
+// inOnion reports whether a key's domain part ends in .onion (or is
+// "onion"), whatever else is wrong with it: letter case, trailing dots,
+// brackets.
+func inOnion(domain string) bool {
+	d := strings.TrimRight(strings.ToLower(unbracket(domain)), ".")
+	return d == "onion" || strings.HasSuffix(d, ".onion")
+}
+
+// unbracket removes the brackets of an address literal, "[x]".
+func unbracket(s string) string {
+	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		return s[1 : len(s)-1]
+	}
+	return s
 }
 
 // ParseKey parses a key as Postfix sends it: a full address ("user@domain",
@@ -142,6 +165,18 @@ func ParseKey(raw string) (Key, error) {
 		if domain == "" {
 			return k, errors.New("address has an empty domain")
 		}
+	}
+	if inOnion(domain) {
+		// A .onion name, or junk that ends in one: never NOTFOUND or PERM,
+		// which would let Postfix's smtp(8) look it up in DNS.
+		k.Onion = true
+		d, err := lookup.NormalizeDomain(unbracket(domain))
+		if err != nil {
+			k.Invalid = err.Error()
+			return k, nil
+		}
+		k.Domain = d
+		return k, nil
 	}
 	switch {
 	case strings.HasPrefix(domain, ".") && !k.Address && len(domain) > 1:
@@ -192,9 +227,12 @@ func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
 		ans.Class, ans.Reason = NotFound, k.NoRoute
 		return ans
 	}
-	if a.isSelf(k.Domain) {
+	if k.Domain != "" && a.isSelf(k.Domain) {
 		ans.Class, ans.Reason = NotFound, k.Domain+" is one of our own domains (--self)"
 		return ans
+	}
+	if k.Invalid != "" {
+		return a.bounce(ans, k.Invalid)
 	}
 
 	timeout := a.Timeout
@@ -217,10 +255,30 @@ func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
 	if err != nil {
 		ans.Err = err
 		ans.Reason = err.Error()
-		var le *lookup.Error
-		if errors.As(err, &le) && !le.Temporary {
+		var (
+			le *lookup.Error
+			ee *lookup.ElsewhereError
+		)
+		switch {
+		case errors.As(err, &ee):
+			// The map that Postfix reads too routes it: Postfix's own
+			// copy of the entry applies.
 			ans.Class = NotFound
-		} else {
+		case errors.As(err, &le) && !le.Temporary && k.Onion:
+			reason := err.Error()
+			if len(le.Skipped) > 0 {
+				host := le.Skipped[0].Target
+				if h, _, err := net.SplitHostPort(host); err == nil {
+					host = h
+				}
+				reason = host + ": " + le.Skipped[0].Reason
+			}
+			return a.bounce(ans, reason)
+		case errors.As(err, &le) && !le.Temporary:
+			ans.Class = NotFound
+		default:
+			// An unknown answer, a bad static-map entry (*lookup.MapError,
+			// "FILE:LINE: ..."): the mail waits.
 			ans.Class = Temp
 		}
 		return ans
@@ -230,6 +288,20 @@ func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
 	ans.Reason = route.Source
 	return ans
 }
+
+// bounce answers a .onion domain that onionmx cannot use: it goes to
+// onionmx all the same, with an empty nexthop (Postfix passes the domain),
+// and deliver bounces it with the reason. Anything else would hand it to a
+// transport that looks the name up in DNS and tries the clear net.
+func (a *Answerer) bounce(ans Answer, reason string) Answer {
+	ans.Class, ans.Result = Found, a.Transport+":"
+	ans.Reason = "goes to " + a.Transport + ", which bounces it: " + reason
+	return ans
+}
+
+// Routed reports whether the answer is a route: Found, and not a .onion
+// domain that onionmx bounces.
+func (ans Answer) Routed() bool { return ans.Class == Found && ans.Route != nil }
 
 // Result returns the transport-map value for a route: the transport and a
 // nexthop that lets "onionmx deliver" fail over exactly as the route says.
@@ -246,6 +318,20 @@ func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
 func (a *Answerer) Result(route *lookup.Route) string {
 	if len(route.Targets) == 1 {
 		return a.Transport + ":" + route.Targets[0].Nexthop()
+	}
+	if strings.HasPrefix(route.Source, "static map ") {
+		// Several onions of a map entry: all of them, in order, as a
+		// Postfix 3.5 nexthop list, so that deliver needs no copy of the
+		// map and makes no DNS query.
+		var b strings.Builder
+		b.WriteString(a.Transport + ":")
+		for i, t := range route.Targets {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(t.Nexthop())
+		}
+		return b.String()
 	}
 	return a.Transport + ":"
 }

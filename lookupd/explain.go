@@ -32,14 +32,23 @@ func (ans Answer) Explain(w io.Writer) {
 	switch ans.Class {
 	case Found:
 		route := ans.Route
+		if route == nil {
+			// A .onion domain onionmx cannot use: not a route.
+			fmt.Fprintf(w, "# %s: OK %s, an empty nexthop (Postfix passes the domain): %s\n", oneLine(key), ans.Result, oneLine(ans.Reason))
+			break
+		}
 		skipped = route.Skipped
 		if len(route.Targets) == 1 {
 			t := route.Targets[0]
 			fmt.Fprintf(w, "%s\t%s\t# %s%s\n", key, ans.Result, route.Source, prefixed(" ", srvNote(ans.SRV, used, t.Addr())))
 			break
 		}
-		fmt.Fprintf(w, "%s\t%s\t# %s: %d targets; the empty nexthop makes deliver look them up again and try them in this order (equal priorities drawn by weight each time)\n",
-			key, ans.Result, route.Source, len(route.Targets))
+		if strings.HasSuffix(ans.Result, ":") {
+			fmt.Fprintf(w, "%s\t%s\t# %s: %d targets; the empty nexthop makes deliver look them up again and try them in this order (equal priorities drawn by weight each time)\n",
+				key, ans.Result, route.Source, len(route.Targets))
+		} else {
+			fmt.Fprintf(w, "%s\t%s\t# %s: %d targets, which deliver tries in this order\n", key, ans.Result, route.Source, len(route.Targets))
+		}
 		for i, t := range route.Targets {
 			fmt.Fprintf(w, "#%s\t%s:%s\t# %d%s\n", key, transportOf(ans.Result), t.Nexthop(), i+1, prefixed(": ", srvNote(ans.SRV, used, t.Addr())))
 		}
@@ -51,7 +60,7 @@ func (ans Answer) Explain(w io.Writer) {
 		fmt.Fprintf(w, "# %s: PERM, a malformed key: %s\n", oneLine(key), oneLine(ans.Reason))
 	}
 	var le *lookup.Error
-	if errors.As(ans.Err, &le) {
+	if errors.As(ans.Err, &le) && ans.Class != Found {
 		skipped = le.Skipped
 	}
 	for _, s := range skipped {

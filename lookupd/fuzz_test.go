@@ -13,16 +13,22 @@ import (
 )
 
 // fuzzAnswerer answers from a static map only (no DNS): example.org and the
-// subdomains of sub.example.org go to mapped; every other domain but an
-// onion has no route.
-func fuzzAnswerer(f *testing.F) (*Answerer, string) {
+// subdomains of sub.example.org go to mapped; relay.example.org and its
+// subdomains to another transport; typo.example.org is a bad entry, TEMP
+// with the map's path; every other domain but an onion has no route.
+func fuzzAnswerer(f *testing.F) (*Answerer, string, string) {
 	pub := make([]byte, 32)
 	for i := range pub {
 		pub[i] = byte(i)
 	}
 	mapped := lookup.OnionFromKey(pub)
 	path := filepath.Join(f.TempDir(), "map")
-	if err := os.WriteFile(path, []byte("example.org onionmx:["+mapped+"]:2525\n.sub.example.org "+mapped+"\n"), 0o644); err != nil {
+	typo := []byte(mapped)
+	typo[5] ^= 1
+	text := "example.org onionmx:[" + mapped + "]:2525\n.sub.example.org " + mapped + "\n" +
+		"* smtp:[relay]\nbob@self.example.org onionmx:\nrelay.example.org smtp:[relay]:587\n.relay.example.org relay:a, b\n" +
+		"typo.example.org onionmx:[" + string(typo) + "]\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		f.Fatal(err)
 	}
 	m, err := lookup.LoadMap(path)
@@ -33,14 +39,15 @@ func fuzzAnswerer(f *testing.F) (*Answerer, string) {
 		Resolver:  &lookup.Resolver{Maps: []*lookup.Map{m}},
 		Transport: "onionmx",
 		Self:      []string{"self.example.org"},
-	}, mapped
+	}, mapped, path
 }
 
 var routeRE = regexp.MustCompile(`^onionmx:(\[(?:[a-z0-9-]+\.)*([a-z2-7]{56})\.onion\]:(25|2525))?$`)
 
 // checkRoute fails unless result is a route the input can have asked for:
 // the mapped onion, or an onion named in the input (a .onion key). Anything
-// else would be a wrong route.
+// else would be a wrong route. An empty nexthop, without DNS, is only for
+// a .onion key that onionmx bounces.
 func checkRoute(t *testing.T, result, mapped, input string) {
 	t.Helper()
 	m := routeRE.FindStringSubmatch(result)
@@ -48,7 +55,10 @@ func checkRoute(t *testing.T, result, mapped, input string) {
 		t.Fatalf("malformed route %q", result)
 	}
 	if m[1] == "" {
-		t.Fatalf("empty nexthop %q without DNS", result)
+		if !strings.Contains(strings.ToLower(input), "onion") {
+			t.Fatalf("empty nexthop %q without DNS, for no .onion key", result)
+		}
+		return
 	}
 	label := m[2]
 	if label+".onion" == mapped {
@@ -78,6 +88,8 @@ func socketmapSeeds(f *testing.F) {
 		":,",
 		"5:a b",
 		netstring("onionmx bob@example.org") + "12:onionmx",
+		netstring("onionmx u@bad_name!.onion") + netstring("onionmx u@expyuzz4wqqyqhjn.onion") + netstring("onionmx u@[x.onion]"),
+		netstring("onionmx x@a.relay.example.org") + netstring("onionmx x@typo.example.org"),
 	} {
 		f.Add([]byte(s))
 	}
@@ -88,7 +100,7 @@ func socketmapSeeds(f *testing.F) {
 // the protocol's classes, and never give a route that was not asked for.
 func FuzzSocketmap(f *testing.F) {
 	socketmapSeeds(f)
-	a, mapped := fuzzAnswerer(f)
+	a, mapped, path := fuzzAnswerer(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := &memConn{r: strings.NewReader(string(in))}
 		(&Server{Answerer: a, Protocol: Socketmap}).ServeConn(context.Background(), c)
@@ -106,6 +118,8 @@ func FuzzSocketmap(f *testing.F) {
 			case strings.HasPrefix(reply, "OK "):
 				checkRoute(t, reply[3:], mapped, string(in))
 			case reply == "NOTFOUND ", strings.HasPrefix(reply, "PERM "):
+			case strings.HasPrefix(reply, "TEMP "+path+":7: typo.example.org: "):
+				// The bad entry, and only it.
 			default:
 				t.Fatalf("reply %q", reply)
 			}
@@ -117,7 +131,8 @@ func FuzzSocketmap(f *testing.F) {
 }
 
 // FuzzTCPTable does the same for the tcp table server: one line per reply,
-// at most 4096 bytes, 200/500 (400 needs DNS), encoded text. (Requests over
+// at most 4096 bytes, 200/500 (400 needs DNS, or the bad map entry),
+// encoded text. (Requests over
 // the 16 KiB line limit are TestTCPTableLongRequest's: a seed that long
 // slows the fuzzer down fortyfold.)
 func FuzzTCPTable(f *testing.F) {
@@ -134,10 +149,12 @@ func FuzzTCPTable(f *testing.F) {
 		"put x\n",
 		"\n",
 		"get bob@",
+		"get u@x..onion\nget u@ONION.\nget u@[expyuzz4wqqyqhjn.onion]\n",
+		"get x@a.relay.example.org\nget x@typo.example.org\n",
 	} {
 		f.Add([]byte(s))
 	}
-	a, mapped := fuzzAnswerer(f)
+	a, mapped, path := fuzzAnswerer(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := &memConn{r: strings.NewReader(string(in))}
 		(&Server{Answerer: a, Protocol: TCPTable}).ServeConn(context.Background(), c)
@@ -164,6 +181,10 @@ func FuzzTCPTable(f *testing.F) {
 			case "200":
 				checkRoute(t, text, mapped, decodeAll(string(in)))
 			case "500":
+			case "400":
+				if !strings.HasPrefix(text, path+":7: typo.example.org: ") {
+					t.Fatalf("reply %q", line)
+				}
 			default:
 				t.Fatalf("reply %q", line)
 			}

@@ -3,8 +3,10 @@ package lookupd
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,6 +274,76 @@ func TestServersOnPipes(t *testing.T) {
 			}
 			if got.s != want {
 				t.Errorf("got %d bytes of replies, want %d; first difference at %d", len(got.s), len(want), firstDiff(got.s, want))
+			}
+		})
+	}
+}
+
+// TestServersUnderSpawn runs the built servers as spawn(8) does: stdin,
+// stdout and stderr are all the client's socket. Nothing but the protocol
+// may come out: no map problem, no error line, even for a broken
+// configuration or junk.
+func TestServersUnderSpawn(t *testing.T) {
+	bin := onionmxBinary(t)
+	f := newFixture(t)
+	mapFile := filepath.Join(t.TempDir(), "map")
+	if err := os.WriteFile(mapFile, []byte("pinned.example onionmx:["+f.o3+"]:2525\ntypo.example onionmx:["+flipped(f.o1)+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		in     string
+		want   string // a prefix of the whole output
+		status int
+	}{
+		{"problem", []string{"socketmap", "--map", mapFile}, netstring("onionmx x@typo.example") + netstring("onionmx x@pinned.example"),
+			netstring("TEMP "+mapFile+":2: typo.example: nexthop ["+flipped(f.o1)+"]: onion address checksum mismatch (typo?)") + netstring("OK onionmx:["+f.o3+"]:2525"), 0},
+		{"tcp-problem", []string{"tcptable", "--map", mapFile}, "get x@typo.example\n",
+			"400 " + encodeTCP(mapFile+":2: typo.example: nexthop ["+flipped(f.o1)+"]: onion address checksum mismatch (typo?)", 4000) + "\n", 0},
+		{"config", []string{"socketmap", "--map", mapFile + ".missing"}, netstring("onionmx x@pinned.example"),
+			netstring("TEMP configuration error: " + mapFile + ".missing: cannot read: no such file or directory"), 78},
+		{"junk", []string{"socketmap", "--map", mapFile}, netstring("onionmx x@pinned.example") + "junk",
+			netstring("OK onionmx:["+f.o3+"]:2525") + netstring("PERM netstring length: unexpected 'j'"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			child := os.NewFile(uintptr(fds[1]), "spawn-socket")
+			ours := os.NewFile(uintptr(fds[0]), "client-socket")
+			nc, err := net.FileConn(ours)
+			ours.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = child, child, child
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			child.Close()
+			nc.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.WriteString(nc, tc.in); err != nil {
+				t.Fatal(err)
+			}
+			nc.(*net.UnixConn).CloseWrite()
+			out, err := io.ReadAll(nc)
+			if err != nil {
+				t.Errorf("reading: %v", err)
+			}
+			status := 0
+			if err := cmd.Wait(); err != nil {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Fatal(err)
+				}
+				status = ee.ExitCode()
+			}
+			if string(out) != tc.want || status != tc.status {
+				t.Errorf("exit %d, output\n%q\nwant exit %d, output\n%q", status, out, tc.status, tc.want)
 			}
 		})
 	}
