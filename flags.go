@@ -29,12 +29,18 @@ func heloName(c *cli.Context) string {
 }
 
 // newResolver builds the route resolver from --map and the DNS flags
-// (newDNSClient). A map that cannot be read or parsed is a configuration
-// error.
+// (newDNSClient). A map that cannot be read or parsed as a whole is a
+// configuration error; its bad entries are not (Map.Problems), they are
+// errors for the domains they cover. --transport, for the commands that
+// have it, says which map entries are onionmx's.
 func newResolver(c *cli.Context) (*lookup.Resolver, error) {
 	r := &lookup.Resolver{}
+	transport := lookup.DefaultTransport
+	if t := c.String("transport"); t != "" {
+		transport = t
+	}
 	for _, path := range c.StringSlice("map") {
-		m, err := lookup.LoadMap(path)
+		m, err := lookup.LoadMapFor(path, transport)
 		if err != nil {
 			return nil, deliver.ConfigError(err)
 		}

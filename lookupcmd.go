@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/syslog"
 	"net"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/lookup"
 	"github.com/onionmx/onionmx/lookupd"
 )
 
@@ -36,7 +38,7 @@ func routeFlags() []cli.Flag {
 
 func serverFlags() []cli.Flag {
 	return append(routeFlags(),
-		&cli.StringFlag{Name: "listen", Usage: "serve on `unix:/path or HOST:PORT` instead of stdin/stdout (spawn(8))"})
+		&cli.StringFlag{Name: "listen", Usage: "serve on `unix:/path or HOST:PORT` instead of stdin/stdout (spawn(8)); tcptable: HOST:PORT only"})
 }
 
 func lookupCommand() *cli.Command {
@@ -44,8 +46,11 @@ func lookupCommand() *cli.Command {
 		Name:      "lookup",
 		Usage:     "print, as transport-map lines, what Postfix is told for each domain or address, and why",
 		ArgsUsage: "DOMAIN|ADDRESS...",
-		Description: "Exit status: 0 when every argument has an onion route, 1 when some have none,\n" +
-			"75 when an answer is unknown (DNS failure), 78 for a usage or configuration error.",
+		Description: "The static maps' problems (bad entries, each with its file and line) come first,\n" +
+			"as \"# map problem: FILE:LINE: ...\" comment lines on stdout.\n\n" +
+			"Exit status: 0 when every argument has an onion route, 1 when some have none,\n" +
+			"75 when an answer is unknown (DNS failure, a bad map entry), 78 for a usage or\n" +
+			"configuration error.",
 		Flags:  routeFlags(),
 		Action: runLookup,
 	}
@@ -105,14 +110,17 @@ func runLookup(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, p := range mapProblems(a) {
+		fmt.Fprintf(c.App.Writer, "# map problem: %s\n", oneLineMsg(p.Error()))
+	}
 	var none, unknown bool
 	for _, arg := range args {
 		ans := a.Lookup(c.Context, arg)
 		ans.Explain(c.App.Writer)
-		switch ans.Class {
-		case lookupd.Temp:
+		switch {
+		case ans.Class == lookupd.Temp:
 			unknown = true
-		case lookupd.NotFound, lookupd.Perm:
+		case !ans.Routed():
 			none = true
 		}
 	}
@@ -125,27 +133,91 @@ func runLookup(c *cli.Context) error {
 	return nil
 }
 
+// mapProblems returns the problems of the answerer's static maps, in the
+// order of --map.
+func mapProblems(a *lookupd.Answerer) []*lookup.MapError {
+	var ps []*lookup.MapError
+	for _, m := range a.Resolver.Maps {
+		ps = append(ps, m.Problems()...)
+	}
+	return ps
+}
+
+// oneLineMsg keeps a message on one line.
+func oneLineMsg(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// underSpawn reports whether stdout and stderr are the same socket, as
+// spawn(8) connects them (stdin too) to the client: then nothing but the
+// protocol may be written.
+func underSpawn(c *cli.Context) bool {
+	out, ok1 := c.App.Writer.(*os.File)
+	errw, ok2 := c.App.ErrWriter.(*os.File)
+	return ok1 && ok2 && lookupd.SameSocket(out, errw)
+}
+
+// syslogf logs one line to syslog with the mail facility, where Postfix
+// logs, for a server under spawn(8), which has nowhere else to say it. It
+// does nothing when syslog cannot be reached.
+func syslogf(proto lookupd.Protocol, format string, args ...any) {
+	w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_ERR, "onionmx/"+proto.String())
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	w.Err(oneLineMsg(fmt.Sprintf(format, args...)))
+}
+
 func runServer(c *cli.Context, proto lookupd.Protocol) error {
 	if c.Args().Present() {
 		return deliver.ConfigError(fmt.Errorf("unexpected argument %q", c.Args().First()))
 	}
+	addr := c.String("listen")
+	if proto == lookupd.TCPTable && strings.HasPrefix(addr, "unix:") {
+		return deliver.ConfigError(fmt.Errorf("--listen %q: Postfix's tcp tables connect over TCP only (tcp_table(5)): listen on HOST:PORT, or serve a unix socket with onionmx socketmap", addr))
+	}
 	a, cfgErr := newAnswerer(c)
 	srv := &lookupd.Server{Answerer: a, Protocol: proto}
-	addr := c.String("listen")
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(c.App.ErrWriter, "onionmx %s: %s\n", proto, oneLineMsg(fmt.Sprintf(format, args...)))
+	}
 	if addr == "" {
 		// Under spawn(8), stdin, stdout and stderr are all the client's
 		// socket: nothing may be printed. A broken configuration is told
 		// to Postfix in the protocol (TEMP, so the mail waits), which logs
-		// it; the exit status goes to spawn's log.
+		// it, and so are bad map entries, for their domains; the exit
+		// status goes to spawn's log, and a failure to syslog. On a pipe
+		// or a terminal, stderr is free: problems and failures are said
+		// there, in one line each.
+		spawned := underSpawn(c)
 		conn := lookupd.StdioConn(c.App.Reader, c.App.Writer)
 		defer conn.Close()
 		if cfgErr != nil {
 			srv.Fail = fmt.Errorf("configuration error: %s", deliver.AsError(cfgErr).Msg)
 			srv.ServeConn(c.Context, conn)
-			return cli.Exit("", deliver.ExConfig)
+			if spawned {
+				syslogf(proto, "configuration error: %s", deliver.AsError(cfgErr).Msg)
+				return cli.Exit("", deliver.ExConfig)
+			}
+			return cfgErr
+		}
+		if !spawned {
+			for _, p := range mapProblems(a) {
+				logf("map problem: %v", p)
+			}
 		}
 		if err := srv.ServeConn(c.Context, conn); err != nil {
-			return cli.Exit("", 1)
+			if spawned {
+				syslogf(proto, "%v", err)
+				return cli.Exit("", 1)
+			}
+			return cli.Exit(fmt.Sprintf("onionmx %s: %s", proto, oneLineMsg(err.Error())), 1)
 		}
 		return nil
 	}
@@ -158,9 +230,10 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv.Log = func(format string, args ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "onionmx %s: %s\n", proto, fmt.Sprintf(format, args...))
+	for _, p := range mapProblems(a) {
+		logf("map problem: %v", p)
 	}
+	srv.Log = logf
 	if err := srv.Serve(ctx, l); err != nil {
 		return deliver.Internal(fmt.Errorf("serving on %s: %w", addr, err))
 	}
