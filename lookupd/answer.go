@@ -16,15 +16,25 @@
 //     asks every 30 seconds, a parent-domain key ".example.org", an address
 //     literal — are NOTFOUND without any lookup. Keys that cannot be an
 //     address (control characters, a domain that is not a domain name,
-//     longer than MaxKeyLen) are PERM.
+//     longer than MaxKeyLen) are PERM — unless their domain ends in
+//     ".onion" (step 3).
 //  2. A --self domain is NOTFOUND: our own mail never goes over Tor.
-//  3. Resolve the domain with the shared lookup.Resolver: a .onion domain
-//     and a static-map entry without any DNS query, otherwise the SRV
-//     records of _onion-mx._tcp.<domain>., within Timeout.
-//  4. A route is OK "<transport>:<nexthop>" (see Answerer.Result for the
-//     nexthop); no route (NXDOMAIN, no records, no usable target) is
-//     NOTFOUND; an unknown answer (SERVFAIL, timeout) is TEMP, so that
-//     Postfix defers the mail instead of sending it over the clear net.
+//  3. A .onion domain, a subdomain of one, and any key whose domain merely
+//     ends in ".onion" always go to onionmx, without any DNS query: a
+//     usable v3 onion as a route, anything else as "<transport>:" (an empty
+//     nexthop), which deliver bounces with the reason. NOTFOUND or PERM
+//     would let Postfix's smtp(8) look the name up in DNS (RFC 7686
+//     forbids it) and try the clear net.
+//  4. Resolve the domain with the shared lookup.Resolver: a static-map
+//     entry without any DNS query, otherwise the SRV records of
+//     _onion-mx._tcp.<domain>., within Timeout.
+//  5. A route is OK "<transport>:<nexthop>" (see Answerer.Result for the
+//     nexthop); no route (NXDOMAIN, no records, no usable target) and a
+//     domain the static map routes to another transport
+//     (*lookup.ElsewhereError) are NOTFOUND; an unknown answer (SERVFAIL,
+//     timeout) and a bad static-map entry (*lookup.MapError, a
+//     configuration error, "FILE:LINE: ...") are TEMP, so that Postfix
+//     defers the mail instead of sending it over the clear net.
 package lookupd
 
 import (
@@ -90,10 +100,12 @@ type Answer struct {
 	// Reason says why, in one line: the route's source for Found, what was
 	// looked up otherwise.
 	Reason string
-	// Route is the route for Found.
+	// Route is the route for Found; nil for a .onion domain that onionmx
+	// cannot use and bounces (see Routed).
 	Route *lookup.Route
-	// Err is the lookup failure behind NotFound and Temp, when there was
-	// one (a *lookup.Error).
+	// Err is the lookup failure behind NotFound and Temp, and behind a
+	// Found for a .onion domain that onionmx bounces, when there was one
+	// (a *lookup.Error, *lookup.MapError or *lookup.ElsewhereError).
 	Err error
 	// SRV are the records DNS returned, when DNS was asked (for Explain).
 	SRV []*net.SRV

@@ -249,4 +249,28 @@ func TestAnswersDeliver(t *testing.T) {
 	if q := f.queried(); len(q) != 0 {
 		t.Errorf("DNS queries for a pinned route: %v", q)
 	}
+
+	// An unusable .onion domain goes to onionmx, which bounces it: never
+	// dialled, never asked of DNS.
+	for _, rcpt := range []string{"x@" + v2Onion, "x@" + flipped(f.o1)} {
+		c.send(netstring("onionmx " + rcpt))
+		if got := c.netstring(); got != "OK onionmx:" {
+			t.Fatalf("%s: %q", rcpt, got)
+		}
+		d.mu.Lock()
+		d.dialed = nil
+		d.mu.Unlock()
+		_, err := client.Deliver(context.Background(), rcpt[2:], &deliver.Message{
+			Sender: "alice@sender.test", Recipients: []string{rcpt}, Body: strings.NewReader("hi\r\n"),
+		})
+		if e := deliver.AsError(err); err == nil || !strings.HasPrefix(e.Status, "5.") {
+			t.Errorf("%s: deliver: %v, want a bounce", rcpt, err)
+		}
+		d.mu.Lock()
+		dialed := d.dialed
+		d.mu.Unlock()
+		if len(dialed) != 0 || len(f.queried()) != 0 {
+			t.Errorf("%s: dialed %v", rcpt, dialed)
+		}
+	}
 }
