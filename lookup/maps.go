@@ -288,14 +288,14 @@ func ParseTransportMapFor(name, transport string, r io.Reader) (*Map, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxMapLine)
 	var (
-		logical   string
+		logical   strings.Builder
 		startLine int
 		lineNo    int
 	)
 	flush := func() {
-		if logical != "" {
-			m.parseTransportLine(logical, startLine)
-			logical = ""
+		if logical.Len() > 0 {
+			m.parseTransportLine(logical.String(), startLine)
+			logical.Reset()
 		}
 	}
 	for sc.Scan() {
@@ -312,18 +312,20 @@ func ParseTransportMapFor(name, transport string, r io.Reader) (*Map, error) {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' || line[0] == '\r' {
-			if logical == "" {
+			if logical.Len() == 0 {
 				m.problem(lineNo, "a line that starts with white space continues an entry, and there is none before it: Postfix ignores it")
 				continue
 			}
-			if len(logical)+len(trimmed) > maxMapLine {
+			if logical.Len()+len(trimmed) > maxMapLine {
 				return nil, &MapError{File: name, Line: startLine, Msg: "entry too long"}
 			}
-			logical += " " + trimmed
+			logical.WriteString(" ")
+			logical.WriteString(trimmed)
 			continue
 		}
 		flush()
-		logical, startLine = trimmed, lineNo
+		logical.WriteString(trimmed)
+		startLine = lineNo
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
