@@ -19,11 +19,16 @@ var (
 )
 
 // onionmxBinary returns the path of onionmx built from this tree, building
-// it on first use. testMain removes it when the tests end.
+// it on first use; cleanupM removes it when the tests end. With
+// ONIONMX_TEST_BIN set, that binary is used instead: a way to run these
+// tests against an older build, to see them fail.
 func onionmxBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
+	}
+	if bin := os.Getenv("ONIONMX_TEST_BIN"); bin != "" {
+		return bin
 	}
 	binOnce.Do(func() {
 		binDir, binErr = os.MkdirTemp("", "onionmx-test-")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"crypto/rand"
 	"errors"
 	"os/exec"
@@ -17,6 +18,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		playRole(role) // a helper process of a test; it exits
+	}
 	testscript.Main(cleanupM{m}, map[string]func(){"onionmx": main})
 }
 

@@ -51,6 +51,7 @@
 package deliver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -196,6 +197,17 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	if err != nil {
 		return nil, err
 	}
+	// The first octets of the message, before anything goes out: an empty
+	// message is no message (RFC 5322 wants at least a Date and a From
+	// field; Postfix never hands one over), and an input that already
+	// failed needs no connection.
+	body := bufio.NewReader(msg.Body)
+	if _, err := body.Peek(1); err == io.EOF {
+		return nil, tempErr("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
+	} else if err != nil {
+		return nil, tempErr("4.3.0", err, "message not sent: %v", err)
+	}
+	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
 	route, err := c.Resolver.Resolve(soft, nh)
 	if err != nil {
 		if ctx.Err() != nil {

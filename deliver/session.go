@@ -221,8 +221,13 @@ func (s *session) startTLS() error {
 	}
 	if s.rr.Buffered() > 0 {
 		// Bytes after the 220 would be read as if they came over TLS
-		// (the STARTTLS injection of CVE-2011-0411).
-		return s.retry(tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host))
+		// (the STARTTLS injection of CVE-2011-0411): TLS failed.
+		e := tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host)
+		if s.tls == TLSMay {
+			e.plainRetry = s.soft.Err() == nil
+			return e
+		}
+		return s.retry(e)
 	}
 	tconn := tls.Client(s.raw, &tls.Config{
 		ServerName: s.target.Host,

@@ -52,16 +52,29 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("the message on standard input may be incomplete: it ended because its writer, the parent process %d, %s", e.PID, e.Reason)
+	return fmt.Sprintf("standard input ended early: its writer, the parent process %d, %s; the message may be incomplete", e.PID, e.Reason)
 }
+
+// initialPPID is our parent when the program started, read as early as a
+// Go program can: a parent that dies before Guard runs is caught too.
+var initialPPID = os.Getppid()
 
 // Guard returns a reader of r, the standard input that the parent process
 // writes, whose io.EOF can be trusted: when the parent died instead of
-// finishing, the end of input is an *Error. Call it at the start of the
-// program, before anything is read.
+// finishing, the end of input is an *Error. Call it before anything is
+// read.
+//
+// A program whose parent is process 1 (init) cannot tell: under pipe(8)
+// that means pipe(8) was gone before the program started, and every end
+// of input is an *Error. A program that is process 1 itself has no parent
+// to lose, and its end of input is trusted.
 func Guard(r io.Reader) io.Reader {
-	g := &guard{r: r, ppid: os.Getppid()}
-	if g.ppid > 1 {
+	g := &guard{r: r, ppid: initialPPID, state: procState}
+	switch {
+	case g.ppid == 0:
+	case g.ppid == 1:
+		g.err = &Error{PID: 1, Reason: "is init: the process that started onionmx was gone before it could be watched"}
+	default:
 		g.watch = watchParent(g.ppid)
 		if os.Getppid() != g.ppid {
 			g.err = &Error{PID: g.ppid, Reason: "was gone at the start"}
@@ -74,7 +87,8 @@ type guard struct {
 	r     io.Reader
 	ppid  int
 	watch watcher
-	err   error // the verdict at the end of input, once made
+	state func(pid int) state // procState; tests give another
+	err   error               // the verdict at the end of input, once made
 	done  bool
 }
 
@@ -111,12 +125,10 @@ func (g *guard) Read(p []byte) (int, error) {
 // check makes the verdict at the end of input; see the package doc for
 // why in this order.
 func (g *guard) check() error {
-	if g.ppid <= 1 {
-		// Started by init, or as process 1: no parent that could die
-		// under us.
+	if g.ppid == 0 {
 		return nil
 	}
-	switch procState(g.ppid) {
+	switch g.state(g.ppid) {
 	case stateExiting:
 		return &Error{PID: g.ppid, Reason: "is exiting"}
 	case stateGone:

@@ -72,11 +72,6 @@ func beParent() {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	case "exit":
 		os.Exit(3)
-	case "close-then-exit":
-		// A writer that closes its files itself on its way out.
-		w.Close()
-		time.Sleep(5 * time.Millisecond)
-		os.Exit(0)
 	}
 	time.Sleep(time.Minute)
 	panic("still alive")
@@ -91,10 +86,9 @@ func TestGuard(t *testing.T) {
 		want string
 	}{
 		{"finish", "ok 66066"},
-		{"sigterm", "error 66066: the message on standard input may be incomplete"},
-		{"sigkill", "error 66066: the message on standard input may be incomplete"},
-		{"exit", "error 66066: the message on standard input may be incomplete"},
-		{"close-then-exit", "error 66066: the message on standard input may be incomplete"},
+		{"sigterm", "error 66066: standard input ended early"},
+		{"sigkill", "error 66066: standard input ended early"},
+		{"exit", "error 66066: standard input ended early"},
 	} {
 		t.Run(tc.end, func(t *testing.T) {
 			t.Parallel()
@@ -111,6 +105,51 @@ func TestGuard(t *testing.T) {
 			}
 			if !strings.HasPrefix(string(got), tc.want) {
 				t.Fatalf("child says %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// fakeWatcher exits after a while.
+type fakeWatcher struct{ exitAt time.Time }
+
+func (w *fakeWatcher) exited(d time.Duration) bool {
+	if until := time.Until(w.exitAt); until > 0 && until <= d {
+		time.Sleep(until)
+	}
+	return !time.Now().Before(w.exitAt)
+}
+
+func (w *fakeWatcher) close() {}
+
+// TestCheck: the verdict at the end of input, step by step, for a parent
+// that lives on, one in the kernel's exit path, one already gone, and one
+// that closed the pipe itself and dies a little later (the settle).
+func TestCheck(t *testing.T) {
+	ppid := os.Getppid()
+	for _, tc := range []struct {
+		name   string
+		state  state
+		exitIn time.Duration // when the parent exits; 0: never
+		err    string
+	}{
+		{"alive", stateAlive, 0, ""},
+		{"unknown to /proc", stateUnknown, 0, ""},
+		{"exiting", stateExiting, 0, "is exiting"},
+		{"gone", stateGone, 0, "is gone"},
+		{"exited", stateAlive, -time.Second, "exited"},
+		{"exits during the settle", stateAlive, Settle / 2, "exited right after the end of input"},
+		{"exits after the settle", stateAlive, 3 * Settle, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &fakeWatcher{exitAt: time.Now().Add(time.Hour)}
+			if tc.exitIn != 0 {
+				w.exitAt = time.Now().Add(tc.exitIn)
+			}
+			g := &guard{r: strings.NewReader("message"), ppid: ppid, watch: w, state: func(int) state { return tc.state }}
+			_, err := io.Copy(io.Discard, g)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("got %v, want %q", err, tc.err)
 			}
 		})
 	}

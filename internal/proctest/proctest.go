@@ -35,3 +35,19 @@ func PeakRSS(pid int, interval time.Duration) <-chan int64 {
 	}()
 	return ch
 }
+
+// RSS returns the resident size (VmRSS, in bytes) of a running process, or
+// 0 when it cannot be read.
+func RSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

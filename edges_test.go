@@ -1,0 +1,570 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/onionmx/onionmx/internal/proctest"
+	"github.com/onionmx/onionmx/internal/smtptest"
+	"github.com/onionmx/onionmx/internal/sockstest"
+	"github.com/onionmx/onionmx/lookup"
+)
+
+// The tests in this file run the built binary, as pipe(8) runs it, against
+// remotes that misbehave, and check what it says, how it exits and what
+// arrives. ONIONMX_TEST_BIN runs them against another build.
+
+// result is how a run of the binary ended.
+type result struct {
+	out      string // stdout and stderr
+	code     int    // exit status; -1 when killed by a signal
+	signal   syscall.Signal
+	peakRSS  int64
+	overRSS  bool // killed for going over rssKill
+	duration time.Duration
+}
+
+// rssKill ends a run whose memory grows past it: the test fails, and does
+// not take the machine down with it.
+const rssKill = 256 << 20
+
+// runBin runs "onionmx deliver" with args after "deliver", stdin as
+// its input, and waits for it, sampling its peak RSS.
+func runBin(t *testing.T, stdin io.Reader, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
+	cmd.Stdin = stdin
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if rss := proctest.RSS(cmd.Process.Pid); rss > rssKill {
+				r.overRSS = true
+				cmd.Process.Kill()
+				return
+			}
+		}
+	}()
+	peak := proctest.PeakRSS(cmd.Process.Pid, 5*time.Millisecond)
+	err := cmd.Wait()
+	r.duration = time.Since(start)
+	r.peakRSS = <-peak
+	select {
+	case <-done:
+	default:
+		done <- struct{}{}
+	}
+	r.out = out.String()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.signal = ws.Signal()
+		}
+	default:
+		t.Fatal(err)
+	}
+	return r
+}
+
+// deferred checks that a run deferred the message: exit 75 and one line
+// that starts with status.
+func (r result) deferred(t *testing.T, status string) {
+	t.Helper()
+	if r.code != 75 || !strings.HasPrefix(r.out, status+" ") || strings.Count(r.out, "\n") != 1 {
+		t.Fatalf("exit %d (signal %v), output %.300q; want exit 75 and one line starting with %s", r.code, r.signal, r.out, status)
+	}
+}
+
+// newOnionName returns a fresh valid v3 onion name.
+func newOnionName() string {
+	key := make([]byte, 32)
+	rand.Read(key)
+	return lookup.OnionFromKey(key)
+}
+
+// torTo is a fake Tor SocksPort that routes every onion to addr.
+func torTo(t *testing.T, addr string) string {
+	return sockstest.New(t, func(sockstest.Request) sockstest.Response { return sockstest.Response{Dial: addr} }).Addr
+}
+
+// scriptServer is a hand-written SMTP server: it greets, answers each
+// command by its verb from answer (a reply, "\r\n" between the lines of a
+// multi-line one; "" closes the connection, and so does "!close" after a
+// reply), and keeps each DATA content it receives, exactly as it came,
+// final dot excluded.
+type scriptServer struct {
+	*smtptest.Raw
+	mu       sync.Mutex
+	contents [][]byte
+}
+
+func newScriptServer(t *testing.T, greeting string, answer func(verb string) string) *scriptServer {
+	s := &scriptServer{}
+	s.Raw = smtptest.NewRaw(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.WriteString(c, greeting+"\r\n"); err != nil {
+			return
+		}
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			verb, _, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			verb, _, _ = strings.Cut(strings.ToUpper(verb), ":")
+			r := answer(verb)
+			if r == "" {
+				return
+			}
+			r, closing := strings.CutSuffix(r, "!close")
+			if _, err := io.WriteString(c, r+"\r\n"); err != nil || closing {
+				return
+			}
+			if verb != "DATA" || !strings.HasPrefix(r, "354") {
+				continue
+			}
+			var content []byte
+			for {
+				l, err := br.ReadBytes('\n')
+				if err != nil {
+					return
+				}
+				if string(l) == ".\r\n" {
+					break
+				}
+				content = append(content, l...)
+			}
+			s.mu.Lock()
+			s.contents = append(s.contents, content)
+			s.mu.Unlock()
+			if r := answer("."); r == "" {
+				return
+			} else if _, err := io.WriteString(c, r+"\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	return s
+}
+
+func (s *scriptServer) received() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.contents...)
+}
+
+// esmtp answers like a plain server that accepts everything.
+func esmtp(verb string) string {
+	switch verb {
+	case "EHLO":
+		return "250-mx.test\r\n250 8BITMIME"
+	case "HELO", "MAIL", "RCPT", "RSET", ".":
+		return "250 2.0.0 Ok"
+	case "DATA":
+		return "354 go ahead"
+	case "QUIT":
+		return "221 bye"
+	}
+	return "502 5.5.2 what"
+}
+
+// deliverArgs are the arguments of a delivery to onion through socks.
+func deliverArgs(socks, onion string, extra ...string) []string {
+	return append([]string{"-f", "a@sender.test", "--socks", socks, "--helo", "sender.test",
+		"--nexthop", "[" + onion + "]", "--connect-timeout", "10s", "--timeout", "30s"}, append(extra, "--", "user@recv.test")...)
+}
+
+// TestBareReplyCodes: RFC 5321's grammar allows a reply code with no text
+// ("250" CRLF). Every reply a delivery reads may come so, and the message
+// must be delivered, once.
+func TestBareReplyCodes(t *testing.T) {
+	s := newScriptServer(t, "220", func(verb string) string {
+		switch verb {
+		case "EHLO":
+			return "250"
+		case "DATA":
+			return "354"
+		case "QUIT":
+			return "221"
+		}
+		return "250"
+	})
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	if r.code != 0 || !strings.Contains(r.out, ": 250") {
+		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
+	}
+	if got := s.received(); len(got) != 1 || string(got[0]) != "Subject: x\r\n\r\nbody\r\n" {
+		t.Fatalf("received %q", got)
+	}
+}
+
+// TestLongLinesFolded: a receiver that enforces RFC 5321's 1000-octet line
+// limit must get the message, with long lines folded as Postfix's smtp(8)
+// folds them (smtp_line_length_limit = 998: CRLF and a space inserted), and
+// a CR at the very end of the input kept.
+func TestLongLinesFolded(t *testing.T) {
+	strict := func(verb string) string {
+		if verb == "." {
+			return "250 2.0.0 Ok: queued as STRICT"
+		}
+		return esmtp(verb)
+	}
+	s := newScriptServer(t, "220 strict.test", strict)
+	long := strings.Repeat("x", 2500)
+	in := "Subject: " + strings.Repeat("s", 1200) + "\n\n" + long + "\n." + long + "\n" + strings.Repeat("y", 998) + "\nabc\r"
+	r := runBin(t, strings.NewReader(in), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	if r.code != 0 {
+		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
+	}
+	got := s.received()
+	if len(got) != 1 {
+		t.Fatalf("received %d messages", len(got))
+	}
+	for i, l := range strings.SplitAfter(string(got[0]), "\r\n") {
+		if len(l) > 1000+1 { // a dot-stuffed line may carry one octet more, as with smtp(8)
+			t.Errorf("line %d has %d octets with its CRLF", i+1, len(l))
+		}
+	}
+	want := "Subject: " + strings.Repeat("s", 998-9) + "\r\n " + strings.Repeat("s", 1200-(998-9)) + "\r\n" +
+		"\r\n" +
+		long[:998] + "\r\n " + long[998:998+997] + "\r\n " + long[998+997:] + "\r\n" +
+		".." + long[:997] + "\r\n " + long[997:997+997] + "\r\n " + long[997+997:] + "\r\n" +
+		strings.Repeat("y", 998) + "\r\n" +
+		"abc\r\r\n"
+	if string(got[0]) != want {
+		t.Fatalf("received\n%.400q...\nwant\n%.400q...", got[0], want)
+	}
+}
+
+// TestTLSMayNeverWorseThanNone: "--tls may" is opportunistic, like
+// Postfix's smtp_tls_security_level = may. Whatever --tls none delivers,
+// --tls may delivers too.
+func TestTLSMayNeverWorseThanNone(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(verb string) string
+		conns  int // connections --tls may needs
+	}{
+		{"helo-only server", func(verb string) string {
+			if verb == "EHLO" {
+				return "500 5.5.1 command unrecognized"
+			}
+			return esmtp(verb)
+		}, 1},
+		{"starttls refused 502", func(verb string) string {
+			switch verb {
+			case "EHLO":
+				return "250-mx.test\r\n250 STARTTLS"
+			case "STARTTLS":
+				return "502 5.5.1 not implemented"
+			}
+			return esmtp(verb)
+		}, 1},
+		{"starttls refused 454", func(verb string) string {
+			switch verb {
+			case "EHLO":
+				return "250-mx.test\r\n250 STARTTLS"
+			case "STARTTLS":
+				return "454 4.7.0 TLS not available due to local problem"
+			}
+			return esmtp(verb)
+		}, 1},
+		{"handshake fails", func(verb string) string {
+			switch verb {
+			case "EHLO":
+				return "250-mx.test\r\n250 STARTTLS"
+			case "STARTTLS":
+				// A 220 and then no TLS at all: the handshake fails.
+				return "220 2.0.0 go ahead!close"
+			}
+			return esmtp(verb)
+		}, 2},
+		{"data after the 220 to STARTTLS", func(verb string) string {
+			switch verb {
+			case "EHLO":
+				return "250-mx.test\r\n250 STARTTLS"
+			case "STARTTLS":
+				return "220 2.0.0 go ahead\r\n250 injected"
+			}
+			return esmtp(verb)
+		}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, mode := range []string{"none", "may"} {
+				s := newScriptServer(t, "220 mx.test ESMTP", tc.answer)
+				r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"),
+					deliverArgs(torTo(t, s.Addr), newOnionName(), "--tls", mode)...)
+				if r.code != 0 || len(s.received()) != 1 {
+					t.Fatalf("--tls %s: exit %d, output %q, %d messages received; want delivered once", mode, r.code, r.out, len(s.received()))
+				}
+				if mode == "may" && s.Connections() != tc.conns {
+					t.Errorf("--tls may took %d connections, want %d", s.Connections(), tc.conns)
+				}
+			}
+		})
+	}
+}
+
+// stream writes n octets of c to w in chunks, until w fails.
+func stream(w io.Writer, c byte, n int64) {
+	chunk := bytes.Repeat([]byte{c}, 64<<10)
+	for n > 0 {
+		k := min(n, int64(len(chunk)))
+		if _, err := w.Write(chunk[:k]); err != nil {
+			return
+		}
+		n -= k
+	}
+}
+
+// TestHostileRepliesMemory: whatever a remote sends, onionmx's memory stays
+// under 32 MiB, and a reply past the limits defers with 4.5.0 (it never
+// dies of it: under a memory limit that would be exit 2, a bounce).
+func TestHostileRepliesMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(c net.Conn, br *bufio.Reader)
+	}{
+		{"1 GB greeting line", func(c net.Conn, _ *bufio.Reader) {
+			io.WriteString(c, "220 ")
+			stream(c, 'x', 1<<30)
+		}},
+		{"300,000-line EHLO reply", func(c net.Conn, br *bufio.Reader) {
+			io.WriteString(c, "220 mx.test\r\n")
+			br.ReadString('\n')
+			w := bufio.NewWriter(c)
+			for i := range 300_000 {
+				fmt.Fprintf(w, "250-EXTENSION%d\r\n", i)
+			}
+			io.WriteString(w, "250 END\r\n")
+			w.Flush()
+		}},
+		{"1 GB reply to MAIL", func(c net.Conn, br *bufio.Reader) {
+			io.WriteString(c, "220 mx.test\r\n")
+			br.ReadString('\n')
+			io.WriteString(c, "250 mx.test\r\n")
+			br.ReadString('\n')
+			io.WriteString(c, "250-")
+			stream(c, 'x', 1<<30)
+		}},
+		{"endless continuation lines after the final dot", func(c net.Conn, br *bufio.Reader) {
+			io.WriteString(c, "220 mx.test\r\n")
+			inData := false
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				switch {
+				case inData && l != ".\r\n":
+				case strings.HasPrefix(l, "EHLO"):
+					io.WriteString(c, "250 mx.test\r\n")
+				case strings.HasPrefix(l, "DATA"):
+					inData = true
+					io.WriteString(c, "354 go\r\n")
+				case l == ".\r\n":
+					line := []byte("250-queued\r\n")
+					w := bufio.NewWriterSize(c, 64<<10)
+					for {
+						if _, err := w.Write(line); err != nil {
+							return
+						}
+					}
+				default:
+					io.WriteString(c, "250 ok\r\n")
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := smtptest.NewRaw(t, func(c net.Conn) { tc.serve(c, bufio.NewReader(c)) })
+			r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newOnionName())...)
+			t.Logf("peak RSS %.1f MiB, %v", float64(r.peakRSS)/(1<<20), r.duration.Round(time.Millisecond))
+			if r.overRSS || r.peakRSS > 32<<20 {
+				t.Fatalf("peak RSS %d MiB (killed at %d MiB: %v), want under 32 MiB; output %.200q", r.peakRSS>>20, rssKill>>20, r.overRSS, r.out)
+			}
+			r.deferred(t, "4.5.0")
+		})
+	}
+}
+
+// TestSignals: a signal (postfix stop, a person's ^C) never kills a
+// delivery in a way that bounces or truncates: before the final dot the
+// connection is closed without it, one 4.x.y line, exit 75; after it, the
+// reply is awaited and the outcome reported.
+func TestSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT} {
+		t.Run("before the dot/"+sig.String(), func(t *testing.T) {
+			started := make(chan struct{}, 1)
+			var dots int
+			var mu sync.Mutex
+			raw := smtptest.NewRaw(t, func(c net.Conn) {
+				io.WriteString(c, "220 mx.test\r\n")
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(l, "DATA") {
+						io.WriteString(c, "354 go\r\n")
+						// Read the body slowly: it is still on its way when
+						// the signal comes.
+						for {
+							l, err := br.ReadString('\n')
+							if err != nil {
+								return
+							}
+							select {
+							case started <- struct{}{}:
+							default:
+							}
+							if l == ".\r\n" {
+								mu.Lock()
+								dots++
+								mu.Unlock()
+								io.WriteString(c, "250 queued\r\n")
+								break
+							}
+							time.Sleep(time.Millisecond)
+						}
+						continue
+					}
+					io.WriteString(c, "250 ok\r\n")
+				}
+			})
+			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newOnionName())...)...)
+			cmd.Stdin = &bigMessage{n: 4 << 20}
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-started:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the body never started")
+			}
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 75 || !strings.HasPrefix(out.String(), "4.3.0 ") || strings.Count(out.String(), "\n") != 1 {
+				t.Fatalf("%v: %v, output %q; want exit 75 and one 4.3.0 line", sig, err, out.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			if dots != 0 {
+				t.Fatalf("the final dot was sent after %v", sig)
+			}
+		})
+	}
+	t.Run("after the dot", func(t *testing.T) {
+		dot := make(chan struct{}, 1)
+		raw := smtptest.NewRaw(t, func(c net.Conn) {
+			io.WriteString(c, "220 mx.test\r\n")
+			br := bufio.NewReader(c)
+			inData := false
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				switch {
+				case inData && l == ".\r\n":
+					inData = false
+					dot <- struct{}{}
+					// A slow queue manager: the reply takes a while.
+					time.Sleep(time.Second)
+					io.WriteString(c, "250 2.0.0 Ok: queued as SLOW\r\n")
+				case inData:
+				case strings.HasPrefix(l, "DATA"):
+					inData = true
+					io.WriteString(c, "354 go\r\n")
+				default:
+					io.WriteString(c, "250 ok\r\n")
+				}
+			}
+		})
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newOnionName())...)...)
+		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-dot:
+		case <-time.After(20 * time.Second):
+			t.Fatal("no final dot")
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "queued as SLOW") {
+			t.Fatalf("%v, output %q; want the delivery reported", err, out.String())
+		}
+	})
+}
+
+// TestSuccessLineFitsPostfixLog: pipe(8) logs the first 100 characters of
+// a successful command's output. They must name the onion and end with
+// the remote's queue id.
+func TestSuccessLineFitsPostfixLog(t *testing.T) {
+	for _, reply := range []string{
+		"250 2.0.0 Ok: queued as 4DFED9862A1",         // Postfix
+		"250 2.0.0 Ok: queued as 4Xk9sT2bqLz9xYw",     // Postfix, long queue ids
+		"250 OK id=1tXyZa-000abc-Ab",                  // Exim
+		"250 2.0.0 Ok: queued as 4DFED9862A1 (rest)", // anything longer is cut at the end
+	} {
+		s := newScriptServer(t, "220 mx.test", func(verb string) string {
+			if verb == "." {
+				return reply
+			}
+			return esmtp(verb)
+		})
+		onion := newOnionName()
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), onion)...)
+		line := strings.TrimSuffix(r.out, "\n")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %q", r.code, r.out)
+		}
+		logged := line[:min(len(line), 100)]
+		_, text, _ := strings.Cut(reply, " ")
+		if ec, rest, ok := strings.Cut(text, " "); ok && strings.HasPrefix(ec, "2.") {
+			text = rest
+		}
+		id := text[strings.LastIndexAny(text, " =")+1:]
+		if id == "(rest)" {
+			id = "4DFED9862A1"
+		}
+		if !strings.Contains(logged, onion) || !strings.Contains(logged, id) {
+			t.Errorf("Postfix would log %q: want %s and %s in it", logged, onion, id)
+		}
+	}
+}
