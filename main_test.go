@@ -1,9 +1,9 @@
 package main
 
 import (
-	"os"
 	"crypto/rand"
 	"errors"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
