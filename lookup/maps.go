@@ -69,15 +69,25 @@ type ElsewhereError struct {
 	Ours string
 }
 
+// printable replaces control characters, for messages.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
 func (e *ElsewhereError) Error() string {
 	entry := "the map"
 	if e.Key != e.Domain {
 		entry = "the map's " + e.Key + " entry"
 	}
 	if e.Transport == "" {
-		return fmt.Sprintf("%s:%d: %s is left to Postfix's default routing by %s (%s), not routed to %s", e.File, e.Line, e.Domain, entry, e.Value, e.Ours)
+		return fmt.Sprintf("%s:%d: %s is left to Postfix's default routing by %s (%s), not routed to %s", e.File, e.Line, e.Domain, entry, printable(e.Value), e.Ours)
 	}
-	return fmt.Sprintf("%s:%d: %s is routed to transport %q by %s (%s), not to %s", e.File, e.Line, e.Domain, e.Transport, entry, e.Value, e.Ours)
+	return fmt.Sprintf("%s:%d: %s is routed to transport %q by %s (%s), not to %s", e.File, e.Line, e.Domain, e.Transport, entry, printable(e.Value), e.Ours)
 }
 
 // EntryKind is what a map entry means to onionmx.
@@ -280,9 +290,9 @@ func ParseTransportMap(name string, r io.Reader) (*Map, error) {
 // which is a problem then. A line Postfix ignores with a warning (a key
 // without a value, a first line that starts with white space) is a
 // problem; when its key is a domain, a bad entry for that domain, whose
-// route is then in doubt. A line with a control character is a bad entry
-// too. Only a file that cannot be read, or a line longer than 64 KiB,
-// fails the whole map.
+// route is then in doubt. Postfix reads a line only up to a NUL byte, and
+// so does onionmx, reporting it. Only a file that cannot be read, or a line
+// longer than 64 KiB, fails the whole map.
 func ParseTransportMapFor(name, transport string, r io.Reader) (*Map, error) {
 	m := &Map{Name: name, Transport: transport, entries: make(map[string]*MapEntry)}
 	sc := bufio.NewScanner(r)
@@ -347,23 +357,30 @@ func isMapSpace(c rune) bool {
 var textTransports = []string{"error", "discard", "retry"}
 
 func (m *Map) parseTransportLine(line string, lineNo int) {
+	if before, _, ok := strings.Cut(line, "\x00"); ok {
+		// Postfix reads a line as a C string: only up to a NUL. The entry
+		// means what Postfix makes of it, and the admin is told.
+		m.problem(lineNo, "a NUL byte in the entry: Postfix reads it only up to there (%q)", truncateText(before, 100))
+		line = strings.TrimRightFunc(before, isMapSpace)
+		if line == "" {
+			return
+		}
+	}
 	key, value := line, ""
 	if i := strings.IndexFunc(line, isMapSpace); i >= 0 {
 		key, value = line[:i], strings.TrimFunc(line[i:], isMapSpace)
 	}
-	isCtl := func(r rune) bool { return r < ' ' && !isMapSpace(r) || r == 0x7f }
-	ctl := strings.IndexFunc(line, isCtl)
 
 	// The key: a domain, ".parent", or one that is Postfix's alone ("*",
-	// addresses). Postfix reads a line only up to a NUL: the domain before
-	// one is in doubt.
+	// addresses). Other control characters are bytes to Postfix: a key
+	// with one is not a domain name, a value with one is not a nexthop
+	// onionmx can use.
 	var domain string
 	var keyErr error
 	postfixOnly := key == "*" || strings.Contains(key, "@")
 	if !postfixOnly {
-		k, _, _ := strings.Cut(key, "\x00")
-		d, err := NormalizeDomain(strings.TrimPrefix(k, "."))
-		if err == nil && strings.HasPrefix(k, ".") {
+		d, err := NormalizeDomain(strings.TrimPrefix(key, "."))
+		if err == nil && strings.HasPrefix(key, ".") {
 			d = "." + d
 		}
 		domain, keyErr = d, err
@@ -371,13 +388,6 @@ func (m *Map) parseTransportLine(line string, lineNo int) {
 	quoted := fmt.Sprintf("%q", truncateText(key, 100))
 
 	switch {
-	case ctl >= 0:
-		if domain != "" {
-			m.add(m.bad(domain, value, lineNo, "control character 0x%02x in the entry", line[ctl]))
-		} else {
-			m.problem(lineNo, "control character 0x%02x in the entry", line[ctl])
-		}
-		return
 	case value == "":
 		if domain != "" {
 			m.add(m.bad(domain, value, lineNo, "no value (postmap ignores the line): want \"%s transport:nexthop\"", key))
