@@ -26,6 +26,16 @@
 // included: it is enforced by closing the connections, since go-smtp
 // clears its own deadlines after each command.
 //
+// Every reply is read through an internal/reply.Reader, in bounded memory
+// whatever a remote sends: a reply line longer than reply.MaxLine (2048)
+// octets, a reply longer than reply.MaxReply (64 KiB), a line that is not a
+// reply line, or a continuation line with another code breaks the protocol.
+// The connection is then closed without another command, and the target
+// counts as refused by the remote ("not SMTP: the server sent a reply line
+// longer than 2048 bytes ..."), never as a failure on the way: Tor
+// carried the bytes. A reply code with no text ("250" CRLF, which RFC
+// 5321's grammar allows) is accepted everywhere.
+//
 // The verdict, from worst to best:
 //
 //   - CRITICAL: the SocksPort does not answer SOCKS5; or a target accepted
@@ -38,9 +48,10 @@
 //     no SRV record), or the SocksPort's socket may not be opened (a
 //     permission problem, which restarting Tor does not fix).
 //   - WARNING: some targets failed; or all failed but at least one SMTP
-//     server answered with an error (Tor works: the remotes refuse); or an
-//     answer took longer than Warn; or the relay test proved nothing (a 4xx
-//     reply, or a rejected MAIL FROM).
+//     server answered with an error or broke the protocol (Tor works: the
+//     remotes refuse); or an answer took longer than Warn; or the relay
+//     test proved nothing (a 4xx reply, a rejected MAIL FROM, a reply that
+//     breaks the protocol).
 //   - OK: every target answered EHLO within Warn, and none relays.
 package check
 
@@ -48,16 +59,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/textproto"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/reply"
 	"github.com/onionmx/onionmx/lookup"
 )
 
@@ -145,9 +155,9 @@ const (
 	// lost before the reply to EHLO. The fault may be local or remote.
 	Transit
 	// Refused: the remote SMTP server answered, with an error or with
-	// something that is not SMTP; or Tor's reply shows that the onion
-	// service itself answered, or that the address is wrong (remoteSide).
-	// Tor works.
+	// something that is not SMTP or beyond the limits of a reply; or Tor's
+	// reply shows that the onion service itself answered, or that the
+	// address is wrong (remoteSide). Tor works.
 	Refused
 	// Internal: the check itself failed (a bug).
 	Internal
@@ -340,7 +350,7 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 
-	conn := &watchConn{Conn: raw}
+	conn := newWatchConn(raw)
 	client := smtp.NewClient(conn)
 	// The check's deadline closes the connection before this expires.
 	client.CommandTimeout = c.duration(c.Timeout, DefaultTimeout)
@@ -356,7 +366,7 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 	}
 	res.Outcome = Answered
 	if c.RelayTest {
-		res.Relay, res.RelayDetail = relayTest(client, conn)
+		res.Relay, res.RelayDetail = relayTest(client, conn, ProbeAddress)
 	}
 	conn.quit(quitTimeout)
 	return res
@@ -367,17 +377,20 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 func helloError(ctx context.Context, conn *watchConn, err error, elapsed time.Duration) (Outcome, string) {
 	phase, cmd := "waiting for the greeting", "the greeting"
 	if conn.wrote {
-		phase, cmd = "waiting for the reply to EHLO", "EHLO"
+		phase, cmd = "waiting for the reply to "+conn.cmd, conn.cmd
 	}
 	var r *smtp.SMTPError
 	var perr textproto.ProtocolError
+	var rerr *reply.Error
 	switch {
-	case !conn.wrote && conn.first != "" && !isReplyLine(conn.first):
+	case !conn.wrote && conn.lines > 0 && !isReplyLine(conn.first):
 		return Refused, fmt.Sprintf("not SMTP: the server sent %q", clean(conn.first))
+	case errors.As(err, &rerr):
+		return Refused, conn.brokenDetail(rerr)
 	case errors.As(err, &r) && !conn.wrote:
 		return Refused, "the server refused to talk: " + replyLine(r)
 	case errors.As(err, &r):
-		return Refused, "EHLO rejected: " + replyLine(r)
+		return Refused, conn.cmd + " rejected: " + replyLine(r)
 	case errors.As(err, &perr):
 		return Refused, fmt.Sprintf("not SMTP: %s", perr)
 	case expired(ctx):
@@ -388,46 +401,6 @@ func helloError(ctx context.Context, conn *watchConn, err error, elapsed time.Du
 	return Transit, fmt.Sprintf("connection lost after %s %s: %v (%s never came)", seconds(elapsed), phase, err, cmd)
 }
 
-// relayTest asks the server to relay to a foreign domain, and resets the
-// transaction. Only a 2xx to RCPT TO is an open relay and only a 5xx a
-// refusal: a 4xx says "try later", and an open relay that greylists (or
-// one behind a temporary error) would accept later.
-func relayTest(client *smtp.Client, conn *watchConn) (Relay, string) {
-	defer client.Reset()
-	if err := client.Mail(ProbeAddress, nil); !is2xx(err) {
-		return RelayInconclusive, fmt.Sprintf("MAIL FROM:<%s> not accepted (%s), so RCPT TO was not tried", ProbeAddress, describe(err))
-	}
-	err := client.Rcpt(ProbeAddress, nil)
-	var r *smtp.SMTPError
-	switch {
-	case is2xx(err):
-		return RelayOpen, fmt.Sprintf("RCPT TO:<%s> accepted: %s", ProbeAddress, clean(conn.last))
-	case errors.As(err, &r) && r.Code/100 == 5:
-		return RelayRejected, fmt.Sprintf("RCPT TO:<%s> rejected: %s", ProbeAddress, replyLine(r))
-	case errors.As(err, &r) && r.Code/100 == 4:
-		return RelayInconclusive, fmt.Sprintf("RCPT TO:<%s> deferred, not rejected: %s; only a permanent (5xx) refusal shows it does not relay (Postfix: reject_unauth_destination, not defer_unauth_destination)", ProbeAddress, replyLine(r))
-	}
-	return RelayInconclusive, fmt.Sprintf("RCPT TO:<%s>: %s", ProbeAddress, describe(err))
-}
-
-// is2xx reports success, counting a 2xx that go-smtp does not expect (it
-// wants 250 for MAIL, 25x for RCPT) as one.
-func is2xx(err error) bool {
-	var r *smtp.SMTPError
-	return err == nil || errors.As(err, &r) && r.Code/100 == 2
-}
-
-func describe(err error) string {
-	var r *smtp.SMTPError
-	if errors.As(err, &r) {
-		return replyLine(r)
-	}
-	if isTimeout(err) {
-		return "timed out"
-	}
-	return clean(err.Error())
-}
-
 // expired reports whether the check's deadline has passed. The SOCKS dial
 // may give up on the connection's deadline just before the context says so.
 func expired(ctx context.Context) bool {
@@ -436,20 +409,6 @@ func expired(ctx context.Context) bool {
 	}
 	d, ok := ctx.Deadline()
 	return ok && !time.Now().Before(d)
-}
-
-// isReplyLine reports whether a line looks like an SMTP reply: three
-// digits, then a space, a hyphen or nothing (RFC 5321 section 4.2).
-func isReplyLine(l string) bool {
-	if len(l) < 3 || len(l) > 3 && l[3] != ' ' && l[3] != '-' {
-		return false
-	}
-	for _, c := range l[:3] {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func isTimeout(err error) bool {
@@ -467,71 +426,6 @@ func replyLine(r *smtp.SMTPError) string {
 		s += " " + r.Message
 	}
 	return clean(s)
-}
-
-// watchConn is the SMTP connection. It notes whether anything was written
-// (a failure before that is the greeting's) and keeps the first and the
-// last complete line read: the greeting, and the reply go-smtp does not
-// return on success. Only the session's goroutine uses it.
-type watchConn struct {
-	net.Conn
-	wrote       bool
-	first, last string
-	line        []byte
-}
-
-// maxLine bounds what is kept of a line: enough for any reply worth
-// showing.
-const maxLine = 512
-
-func (c *watchConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	for _, b := range p[:n] {
-		if b != '\n' {
-			if len(c.line) < maxLine {
-				c.line = append(c.line, b)
-			}
-			continue
-		}
-		l := strings.TrimSuffix(string(c.line), "\r")
-		c.line = c.line[:0]
-		if c.first == "" {
-			c.first = l
-			if !isReplyLine(l) && !c.wrote {
-				// textproto would wait for more after "XYZ-": stop here.
-				return n, errNotSMTP
-			}
-		}
-		c.last = l
-	}
-	return n, err
-}
-
-var errNotSMTP = errors.New("not SMTP")
-
-func (c *watchConn) Write(p []byte) (int, error) {
-	c.wrote = true
-	return c.Conn.Write(p)
-}
-
-func (c *watchConn) greeting() string { return clean(c.first) }
-
-// quit says QUIT and waits up to wait for the reply (or for the server to
-// close). It writes on the connection itself: go-smtp's Quit after Reset
-// would say EHLO again first.
-func (c *watchConn) quit(wait time.Duration) {
-	c.SetDeadline(time.Now().Add(quitTimeout))
-	if _, err := c.Conn.Write([]byte("QUIT\r\n")); err != nil || wait <= 0 {
-		return
-	}
-	c.SetReadDeadline(time.Now().Add(wait))
-	c.last = ""
-	buf := make([]byte, 512)
-	for len(c.last) < 3 || c.last[:3] != "221" {
-		if _, err := c.Read(buf); err != nil {
-			return
-		}
-	}
 }
 
 // remoteSide reports whether a SOCKS reply from Tor says something about

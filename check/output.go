@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The output follows the monitoring-plugin format: one status line,
@@ -217,8 +219,11 @@ func number(d time.Duration) string {
 // maxText bounds each piece of remote text in the output.
 const maxText = 300
 
-// oneLine keeps text on one line, without "|" (which would start the
-// performance data).
+// oneLine keeps text on one printable line, without "|" (which would
+// start the performance data): control characters become spaces; bytes
+// that are not UTF-8, and characters that are not printable (C1 controls
+// such as NEL, line and paragraph separators, bidirectional overrides and
+// other format characters) become "?".
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
 		switch {
@@ -226,6 +231,8 @@ func oneLine(s string) string {
 			return '/'
 		case r < ' ' || r == 0x7f:
 			return ' '
+		case r == utf8.RuneError || !unicode.IsPrint(r):
+			return '?'
 		}
 		return r
 	}, s)
