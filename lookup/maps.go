@@ -417,7 +417,7 @@ func (m *Map) parseTransportLine(line string, lineNo int) {
 		// Postfix applies these itself; onionmx only reports what is
 		// wrong with its own.
 		if e.Kind == EntryBad {
-			m.problem(lineNo, "%s: %s", key, e.Problem.Msg)
+			m.problem(lineNo, "%s: %s", printable(truncateText(key, 100)), e.Problem.Msg)
 		}
 	default:
 		m.problem(lineNo, "key %s is not a domain name: %v", quoted, keyErr)
