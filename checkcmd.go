@@ -26,9 +26,11 @@ func checkCommand() *cli.Command {
 			"connect through Tor, greeting, EHLO, QUIT; the time is from the connect to the\n" +
 			"end of the reply to EHLO. Flags go before the targets.\n\n" +
 			"Exit status and first line (ONIONMX <STATUS> - ... | performance data):\n" +
-			"  0 OK        every target answered within --warn, and none relays\n" +
+			"  0 OK        every target answered within --warn, and none relays: with\n" +
+			"              --relay-test, each refused RCPT TO a foreign domain as relaying\n" +
 			"  1 WARNING   some targets failed, or answered slower than --warn; or all failed\n" +
 			"              but an SMTP server answered (Tor works); or a relay test proved nothing\n" +
+			"              (RCPT TO deferred, or refused for another reason than relaying)\n" +
 			"  2 CRITICAL  the SocksPort does not answer SOCKS5, or no target answered through\n" +
 			"              Tor (failed on the way, or slower than --crit): the local Tor is the\n" +
 			"              common factor, restart it; or --relay-test found an open relay\n" +
@@ -39,7 +41,8 @@ func checkCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: check.DefaultTimeout, Usage: "`DURATION` of the whole check; keep it below the monitoring system's own timeout (often 60s)"},
 			&cli.DurationFlag{Name: "warn", Value: check.DefaultWarn, Usage: "a target slower than this `DURATION` is a WARNING"},
 			&cli.DurationFlag{Name: "crit", Value: check.DefaultCrit, Usage: "a target slower than this `DURATION` counts as failed"},
-			&cli.BoolFlag{Name: "relay-test", Usage: "after EHLO, MAIL FROM and RCPT TO <" + check.ProbeAddress + ">: CRITICAL if accepted (an open relay); point it at your own onion"},
+			&cli.BoolFlag{Name: "relay-test", Usage: "after EHLO, MAIL FROM and RCPT TO <" + check.ProbeAddress + ">: CRITICAL if accepted (an open relay), OK only if refused as relaying; point it at your own onion"},
+			&cli.StringFlag{Name: "probe-sender", Usage: "the relay test's MAIL FROM `ADDRESS` (default: the recipient, " + check.ProbeAddress + "); one the receiver's sender restrictions accept, or <> for the null sender"},
 			mapFlag,
 			dnsFlag,
 			dnssecFlag,
@@ -71,6 +74,15 @@ func runCheck(c *cli.Context) (err error) {
 	case warn > crit:
 		return checkUnknown(c, fmt.Sprintf("--warn %s is more than --crit %s", warn, crit))
 	}
+	var sender string
+	if c.IsSet("probe-sender") {
+		if !c.Bool("relay-test") {
+			return checkUnknown(c, "--probe-sender is the sender of the relay test: it needs --relay-test")
+		}
+		if sender, err = check.ParseProbeSender(c.String("probe-sender")); err != nil {
+			return checkUnknown(c, err.Error())
+		}
+	}
 	targets, err := check.ParseTargets(c.Args().Slice())
 	if err != nil {
 		return checkUnknown(c, err.Error())
@@ -89,13 +101,14 @@ func runCheck(c *cli.Context) (err error) {
 	}
 	helo := heloName(c)
 	checker := &check.Checker{
-		SOCKS:     dialer,
-		Resolver:  resolver,
-		Helo:      helo,
-		Timeout:   timeout,
-		Warn:      warn,
-		Crit:      crit,
-		RelayTest: c.Bool("relay-test"),
+		SOCKS:       dialer,
+		Resolver:    resolver,
+		Helo:        helo,
+		Timeout:     timeout,
+		Warn:        warn,
+		Crit:        crit,
+		RelayTest:   c.Bool("relay-test"),
+		ProbeSender: sender,
 	}
 	report, err := checker.Run(c.Context, targets)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,5 +142,52 @@ func TestCheckSRV(t *testing.T) {
 	// The clear-net target was never dialled.
 	if n := strings.Count(out, "\n"); n != 3 {
 		t.Errorf("%d lines, want 3", n)
+	}
+}
+
+// Issue 9, case 11: Postfix's smtpd_delay_reject answers the sender
+// restrictions at RCPT TO. The probe's sender in .invalid fails
+// reject_unknown_sender_domain there, which says nothing about relaying:
+// WARNING, not OK. With --probe-sender a sender the receiver accepts, the
+// relay restriction answers: OK.
+func TestCheckRelayTestSenderRejected(t *testing.T) {
+	o := checkTestOnion()
+	sink := smtptest.New(t)
+	var mu sync.Mutex
+	var from string
+	sink.SetHooks(checkRefuseMail(t, smtptest.Hooks{
+		Mail: func(_ *smtp.Conn, f string) error { mu.Lock(); from = f; mu.Unlock(); return nil },
+		Rcpt: func(_ *smtp.Conn, to string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.HasSuffix(from, ".invalid") {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 8}, Message: "<" + from + ">: Sender address rejected: Domain not found"}
+			}
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + ">: Relay access denied"}
+		},
+	}))
+	socks := checkTor(t, map[string]string{o: sink.Addr})
+
+	status, out := checkCmd(t, "--socks", socks, "--relay-test", o)
+	if status != 1 || !strings.HasPrefix(out, "ONIONMX WARNING - 1 of 1 targets answered EHLO (") || !strings.Contains(out, "; relay test inconclusive: "+o+" |") {
+		t.Errorf("exit %d, want 1 and WARNING", status)
+	}
+	if want := "; relay test inconclusive: RCPT TO:<probe@onionmx-relay-test.invalid> refused, but not as relaying: 550 5.1.8 <probe@onionmx-relay-test.invalid>: Sender address rejected: Domain not found (the sender was refused: give one it accepts with --probe-sender)\n"; !strings.Contains(out, want) {
+		t.Errorf("no %q", want)
+	}
+
+	for _, sender := range []string{"postmaster@example.org", "<>"} {
+		status, out = checkCmd(t, "--socks", socks, "--relay-test", "--probe-sender", sender, o)
+		if status != 0 || !strings.HasPrefix(out, "ONIONMX OK - 1 of 1 targets answered EHLO (") || !strings.Contains(out, "; relay test passed: RCPT TO:<probe@onionmx-relay-test.invalid> rejected: 554 5.7.1 ") {
+			t.Errorf("--probe-sender %s: exit %d, want 0 and OK", sender, status)
+		}
+	}
+	mu.Lock()
+	if from != "" {
+		t.Errorf("the last MAIL FROM was <%s>, want <>", from)
+	}
+	mu.Unlock()
+	if n := len(sink.Messages()); n != 0 {
+		t.Errorf("%d messages were accepted", n)
 	}
 }

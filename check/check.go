@@ -17,8 +17,9 @@
 //  3. For all targets at once: connect through Tor, read the greeting and
 //     say EHLO (HELO when EHLO is not understood). The time from the start
 //     of the connect to the end of the reply to EHLO is the target's time.
-//  4. With the relay test: MAIL FROM and RCPT TO a foreign address
-//     (ProbeAddress), then RSET. Never DATA.
+//  4. With the relay test: MAIL FROM the probe's sender (ProbeAddress, or
+//     Checker.ProbeSender), RCPT TO a foreign address (ProbeAddress), then
+//     RSET. Never DATA.
 //  5. QUIT.
 //  6. The verdict, below.
 //
@@ -36,6 +37,33 @@
 // carried the bytes. A reply code with no text ("250" CRLF, which RFC
 // 5321's grammar allows) is accepted everywhere.
 //
+// Only a refusal to relay passes the relay test. A 5xx reply to RCPT TO is
+// one when both:
+//
+//   - its text names relaying: the word "relay", "relaying" or "relayed"
+//     (qmail: "rcpthosts"), as a word of its own; addresses (in angle
+//     brackets or with an "@") and host names ("relays.ordb.org") are not
+//     read;
+//   - its enhanced status code, if it has one (at the start of the text, or
+//     qmail's "(#5.7.1)" at its end), is 5.7.1, 5.7.54, 5.7.64 or 5.1.2.
+//     Any other code names another cause: 5.1.8 the sender, 5.1.1 the
+//     mailbox, 5.5.x the syntax, 5.4.x the routing.
+//
+// That takes in Postfix's reject_unauth_destination ("554 5.7.1 <...>:
+// Relay access denied"), Exim ("550 relay not permitted"), Sendmail ("550
+// 5.7.1 <...>... Relaying denied"), Exchange ("550 5.7.54 SMTP; Unable to
+// relay recipient in non-accepted domain", "550 5.7.64 TenantAttribution;
+// Relay Access Denied", earlier "550 5.7.1 Unable to relay"), qmail ("553
+// sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"),
+// chasquid ("503 5.7.1 Relay not allowed"), Stalwart ("550 5.1.2 Relay not
+// allowed.") and Courier ("513 Relaying denied."). Any other refusal is
+// inconclusive: a sender rejection (Postfix's smtpd_delay_reject = yes
+// gives it at RCPT TO: "550 5.1.8 <...>: Sender address rejected: Domain
+// not found"), an unknown mailbox, a rejected client, a policy. An open
+// relay gives those too, to this sender or this client, and would relay
+// for another. OpenSMTPD's "550 Invalid recipient" is inconclusive for the
+// same reason: it is also its answer to an unknown local user.
+//
 // The verdict, from worst to best:
 //
 //   - CRITICAL: the SocksPort does not answer SOCKS5; or a target accepted
@@ -50,9 +78,10 @@
 //   - WARNING: some targets failed; or all failed but at least one SMTP
 //     server answered with an error or broke the protocol (Tor works: the
 //     remotes refuse); or an answer took longer than Warn; or the relay
-//     test proved nothing (a 4xx reply, a rejected MAIL FROM, a reply that
-//     breaks the protocol).
-//   - OK: every target answered EHLO within Warn, and none relays.
+//     test proved nothing (a 4xx reply, a rejected MAIL FROM, a refusal
+//     for another reason than relaying, a reply that breaks the protocol).
+//   - OK: every target answered EHLO within Warn, and, with the relay
+//     test, each refused to relay.
 package check
 
 import (
@@ -97,10 +126,10 @@ const (
 // then, and nothing the server says can change it.
 const quitTimeout = 5 * time.Second
 
-// ProbeAddress is the sender and the recipient of the relay test. The
-// .invalid top-level domain (RFC 2606) is nobody's, so it is foreign to
-// every server, and mail to it can never be delivered, even by an open
-// relay.
+// ProbeAddress is the recipient of the relay test, and its sender unless
+// Checker.ProbeSender says otherwise. The .invalid top-level domain (RFC
+// 2606) is nobody's, so it is foreign to every server, and mail to it can
+// never be delivered, even by an open relay.
 const ProbeAddress = "probe@onionmx-relay-test.invalid"
 
 // Status is a monitoring plugin's result, and its exit status.
@@ -139,6 +168,9 @@ type Checker struct {
 	Timeout, Warn, Crit time.Duration
 	// RelayTest, when set, makes sure that each target refuses to relay.
 	RelayTest bool
+	// ProbeSender is the relay test's sender (see ParseProbeSender):
+	// ProbeAddress when empty, NullSender for MAIL FROM:<>.
+	ProbeSender string
 	// ProbeTimeout bounds the SocksPort probe.
 	ProbeTimeout time.Duration
 }
@@ -168,9 +200,9 @@ type Relay int
 
 const (
 	RelayUntested     Relay = iota
-	RelayRejected           // a 5xx to the foreign RCPT TO: not a relay
+	RelayRejected           // a refusal to relay the foreign RCPT TO: not a relay
 	RelayOpen               // a 2xx to the foreign RCPT TO: an open relay
-	RelayInconclusive       // a 4xx, a rejected MAIL FROM, a lost connection
+	RelayInconclusive       // a 4xx, another refusal, a rejected MAIL FROM, a lost connection
 )
 
 // Result is the check of one target.
@@ -366,7 +398,7 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 	}
 	res.Outcome = Answered
 	if c.RelayTest {
-		res.Relay, res.RelayDetail = relayTest(client, conn, ProbeAddress)
+		res.Relay, res.RelayDetail = relayTest(client, conn, c.sender())
 	}
 	conn.quit(quitTimeout)
 	return res
