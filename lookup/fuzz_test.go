@@ -80,6 +80,9 @@ func checkMap(t *testing.T, m *Map) {
 		if p.File != m.Name || p.Line <= 0 || !strings.HasPrefix(p.Error(), m.Name+":"+strconv.Itoa(p.Line)+": ") {
 			t.Fatalf("problem %q does not name the file and line", p)
 		}
+		if strings.ContainsFunc(p.Error(), func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			t.Fatalf("problem %q has a control character", p)
+		}
 		problems[p] = true
 	}
 	for k, e := range m.entries {
@@ -142,6 +145,7 @@ func checkMap(t *testing.T, m *Map) {
 func FuzzTransportMap(f *testing.F) {
 	f.Add([]byte(".onion smtptor:\nriseup.net smtptor:[wy6zk3pmcwiyhiao.onion]\n# c\nx.example\n  [" + torProject + "]:25\n"))
 	f.Add([]byte("a b c\n\x00\n"))
+	f.Add([]byte("a.example smtp:a\x00b\nb\x01@c.example onionmx:[x.onion]\n\x00c.example\n"))
 	f.Add([]byte("* smtp:[relay]:587\nbob@a.example onionmx:[" + torProject + "]\ngone.example error:text with spaces\nlist.example relay:a, b\nn.example :[" + torProject + "]\n"))
 	f.Add([]byte("\ufeffa.example onionmx:[" + torProject + "]:25, " + torProject + ".\r\nb.example onionmx:\r\n.c.example onionmx:[x.onion]:0\n  lead\nd.example\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
