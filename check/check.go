@@ -38,7 +38,7 @@
 // 5321's grammar allows) is accepted everywhere.
 //
 // Only a refusal to relay passes the relay test. A 5xx reply to RCPT TO is
-// one when both:
+// one when both
 //
 //   - its text names relaying: the word "relay", "relaying" or "relayed"
 //     (qmail: "rcpthosts"), as a word of its own; addresses (in angle
@@ -48,6 +48,11 @@
 //     qmail's "(#5.7.1)" at its end), is 5.7.1, 5.7.54, 5.7.64 or 5.1.2.
 //     Any other code names another cause: 5.1.8 the sender, 5.1.1 the
 //     mailbox, 5.5.x the syntax, 5.4.x the routing.
+//
+// and it is not what Postfix says of a restriction on the sender, the
+// client or the HELO name ("Sender address rejected: ...", "Client host
+// rejected: ...", "Helo command rejected: ..."), whose words an
+// administrator may write ("REJECT no relaying for you").
 //
 // That takes in Postfix's reject_unauth_destination ("554 5.7.1 <...>:
 // Relay access denied"), Exim ("550 relay not permitted"), Sendmail ("550

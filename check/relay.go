@@ -112,6 +112,8 @@ func relayTest(client *smtp.Client, conn *watchConn, from string) (Relay, string
 		return RelayInconclusive, fmt.Sprintf("%s refused, but not as relaying: %s (the sender was refused: give one it accepts with --probe-sender)", rcpt, replyLine(r))
 	case errors.As(err, &r) && r.Code/100 == 5:
 		return RelayInconclusive, fmt.Sprintf("%s refused, but not as relaying: %s (only a refusal to relay, such as 554 5.7.1 Relay access denied, shows that it does not relay)", rcpt, replyLine(r))
+	case errors.As(err, &r) && r.Code/100 == 4 && senderRefused(r):
+		return RelayInconclusive, fmt.Sprintf("%s deferred, not rejected: %s (the sender was refused: give one it accepts with --probe-sender)", rcpt, replyLine(r))
 	case errors.As(err, &r) && r.Code/100 == 4:
 		return RelayInconclusive, fmt.Sprintf("%s deferred, not rejected: %s; only a permanent (5xx) refusal to relay shows it does not relay (Postfix: reject_unauth_destination, not defer_unauth_destination)", rcpt, replyLine(r))
 	}
@@ -147,17 +149,24 @@ var relayCodes = map[smtp.EnhancedCode]bool{
 
 // relayRefusal reports whether a 5xx reply to RCPT TO refuses to relay:
 // its text names relaying, and its enhanced status code, if it has one,
-// is one of relayCodes. See the package documentation.
+// is one of relayCodes; and it is not one of Postfix's refusals of the
+// sender, the client or the HELO name, whose text an administrator writes
+// (check_sender_access: "REJECT no relaying for you"). See the package
+// documentation.
 func relayRefusal(r *smtp.SMTPError) bool {
 	ec := enhancedCode(r)
-	if ec != (smtp.EnhancedCode{}) && !relayCodes[ec] {
+	if ec != (smtp.EnhancedCode{}) && !relayCodes[ec] || senderRefused(r) {
+		return false
+	}
+	m := strings.ToLower(r.Message)
+	if strings.Contains(m, "client host rejected") || strings.Contains(m, "helo command rejected") {
 		return false
 	}
 	return namesRelaying(r.Message)
 }
 
-// senderRefused reports a refusal of the sender: X.1.7 or X.1.8 (RFC
-// 3463), or Postfix's words for its sender restrictions.
+// senderRefused reports a refusal of the sender, permanent or not: X.1.7
+// or X.1.8 (RFC 3463), or Postfix's words for its sender restrictions.
 func senderRefused(r *smtp.SMTPError) bool {
 	ec := enhancedCode(r)
 	return ec[1] == 1 && (ec[2] == 7 || ec[2] == 8) ||

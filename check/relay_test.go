@@ -64,6 +64,8 @@ func TestRelayRefusalWordings(t *testing.T) {
 		{"Postfix reject_unknown_client_hostname", "550 5.7.1 Client host rejected: cannot find your hostname, [127.0.0.1]", "only a refusal to relay"},
 		{"Postfix reject_non_fqdn_helo_hostname, a HELO name that reads relay", "504 5.5.2 <relay>: Helo command rejected: need fully-qualified hostname", "only a refusal to relay"},
 		{"a sender address that reads relay", "554 5.7.1 <relay@example.org>: Sender address rejected: Access denied", "the sender was refused"},
+		{"Postfix check_sender_access, an administrator's words", "554 5.7.1 " + p + ": Sender address rejected: no relaying for this sender", "the sender was refused"},
+		{"Postfix check_client_access, an administrator's words", "554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: no relaying from Tor", "only a refusal to relay"},
 		{"OpenSMTPD, no matching rule: the same words as an unknown user", "550 Invalid recipient", "only a refusal to relay"},
 		{"maddy's default configuration: the code of an unknown mailbox", "550 5.1.1 User not local", "only a refusal to relay"},
 		{"Exchange Online directory-based edge blocking", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", "only a refusal to relay"},
@@ -223,5 +225,19 @@ func TestParseProbeSender(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "--probe-sender ") || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseProbeSender(%q): %v, want %q", in, err, want)
 		}
+	}
+}
+
+// Postfix's reject_unknown_sender_domain defers by default
+// (unknown_address_reject_code = 450): inconclusive, and the hint names
+// the sender.
+func TestRelayTestSenderDeferred(t *testing.T) {
+	const reply = "450 4.1.8 <probe@onionmx-relay-test.invalid>: Sender address rejected: Domain not found"
+	r, out, _ := relayCheck(t, nil, "250 2.1.0 Ok", reply)
+	if r.Status != Warning || r.Results[0].Relay != RelayInconclusive {
+		t.Fatalf("status %v, relay %v", r.Status, r.Results[0].Relay)
+	}
+	if want := "; relay test inconclusive: RCPT TO:<probe@onionmx-relay-test.invalid> deferred, not rejected: " + reply + " (the sender was refused: give one it accepts with --probe-sender)\n"; !strings.Contains(out, want) {
+		t.Errorf("no %q in:\n%s", want, out)
 	}
 }
