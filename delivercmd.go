@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,11 +20,38 @@ import (
 // "onionmx deliver" is the pipe(8) transport (package deliver): one message
 // on stdin, one line of output, one sysexits status.
 
+// deliverStatus is the exit status table, for the command's help and the
+// man page.
+const deliverStatus = `Exit status, with the one line of output (on stdout when delivered, on stderr
+otherwise). pipe(8) defers on 75 and on output that starts with 4.x.y; it
+bounces on everything else but 0.
+  0                 delivered: "<onion>: <the remote's reply>"
+  75 EX_TEMPFAIL    4.x.y: Tor or DNS trouble, a 4xx reply, a lost connection,
+                    a malformed or oversized reply (4.5.0), an interruption by
+                    a signal, or standard input ending because pipe(8) died
+                    (4.3.0); deferred, tried again later
+  78 EX_CONFIG      4.3.5: a usage or configuration error (a bad flag, a bad
+                    static map or map entry, a nexthop that is not a usable
+                    onion); deferred, never bounced
+  67 EX_NOUSER      5.1.1: the remote rejected the recipient
+  68 EX_NOHOST      5.4.4: no onion route; 5.1.2: the recipient's .onion domain
+                    is not a usable v3 onion address, or Tor says it is invalid
+  69 EX_UNAVAILABLE 5.x.y: any other 5xx reply; 5.3.4 too large for the server;
+                    5.4.6 a mail loop
+  65 EX_DATAERR     5.6.7: SMTPUTF8 needed and not offered
+  77 EX_NOPERM      5.7.0: the onion needs Tor client authorization`
+
 func deliverCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "deliver",
-		Usage:     "deliver one message from stdin to an onion MX (a Postfix pipe(8) transport)",
-		ArgsUsage: "[--] RECIPIENT...",
+		Name:        "deliver",
+		Usage:       "deliver one message from stdin to an onion MX (a Postfix pipe(8) transport)",
+		UsageText:   "onionmx deliver -f SENDER [--nexthop NEXTHOP] [OPTIONS] [--] RECIPIENT...",
+		ArgsUsage:   "[--] RECIPIENT...",
+		Description: deliverStatus,
+		// Help only when a person asks for it, at a terminal: --help and
+		// -h are not flags of deliver, and deliverUsageError decides.
+		HideHelp:     true,
+		OnUsageError: deliverUsageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, Usage: "envelope sender `ADDR`, required; empty is the null sender"},
 			&cli.StringFlag{Name: "nexthop", Usage: "Postfix ${nexthop}: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\" or a mail domain; empty: the recipients' domain"},
@@ -35,13 +63,29 @@ func deliverCommand() *cli.Command {
 			dnssecFlag,
 			dnsViaTorFlag,
 			&cli.Int64Flag{Name: "size", Usage: "message size in `BYTES` (Postfix ${size}), for the SIZE extension"},
-			&cli.DurationFlag{Name: "timeout", Value: deliver.DefaultTimeout, Usage: "deadline for the whole delivery (keep it below Postfix's command_time_limit, 1000s)"},
-			&cli.DurationFlag{Name: "connect-timeout", Value: deliver.DefaultConnectTimeout, Usage: "deadline for the SOCKS connect, including Tor's onion rendezvous"},
+			durationFlag("timeout", deliver.DefaultTimeout, "`DURATION` of the whole delivery (keep it below Postfix's command_time_limit, 1000s)"),
+			durationFlag("connect-timeout", deliver.DefaultConnectTimeout, "`DURATION` of the SOCKS connect, including Tor's onion rendezvous"),
 			&cli.StringFlag{Name: "tls", Value: "none", Usage: "STARTTLS: none, may (when offered, certificate not verified) or require"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "SMTP transcript on stderr"},
 		},
 		Action: runDeliver,
 	}
+}
+
+// deliverUsageError answers --help and -h with the help text when a
+// person asks at a terminal. Under pipe(8) a run that prints help would
+// exit 0 without delivering, and its output would not start with a status
+// code: there it is a usage error, like any other.
+func deliverUsageError(c *cli.Context, err error, sub bool) error {
+	// deliver has no --help flag, so that urfave/cli does not answer it
+	// by itself; the flag package then reports -help and -h as ErrHelp.
+	if errors.Is(err, flag.ErrHelp) {
+		if !atTerminal(c.App.Reader) {
+			return deliver.ConfigError(errors.New("--help is for a person at a terminal; to see it, run onionmx help deliver"))
+		}
+		return cli.ShowCommandHelp(c, "deliver")
+	}
+	return usageError(c, err, sub)
 }
 
 func runDeliver(c *cli.Context) error {
@@ -63,7 +107,7 @@ func runDeliver(c *cli.Context) error {
 	if c.Int64("size") < 0 {
 		return deliver.ConfigError(errors.New("--size must not be negative"))
 	}
-	timeout, connectTimeout := c.Duration("timeout"), c.Duration("connect-timeout")
+	timeout, connectTimeout := duration(c, "timeout"), duration(c, "connect-timeout")
 	if timeout <= 0 || connectTimeout <= 0 {
 		return deliver.ConfigError(errors.New("--timeout and --connect-timeout must be positive"))
 	}

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
@@ -53,3 +58,34 @@ func newResolver(c *cli.Context) (*lookup.Resolver, error) {
 	r.DNS = dns
 	return r, nil
 }
+
+// durationFlag is a flag for a duration, like cli.DurationFlag, whose
+// errors say what is wrong: "5" lacks a unit.
+func durationFlag(name string, value time.Duration, usage string) *cli.GenericFlag {
+	d := durationValue(value)
+	return &cli.GenericFlag{Name: name, Value: &d, Usage: usage}
+}
+
+// duration returns the value of a durationFlag.
+func duration(c *cli.Context, name string) time.Duration {
+	if d, ok := c.Generic(name).(*durationValue); ok {
+		return time.Duration(*d)
+	}
+	return 0
+}
+
+type durationValue time.Duration
+
+func (d *durationValue) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return fmt.Errorf("a duration needs a unit, such as %ss or %sm", s, s)
+		}
+		return errors.New("want a duration such as 30s, 5m or 1h30m")
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }

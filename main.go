@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/onionmx/onionmx/deliver"
 )
@@ -82,14 +83,60 @@ func usageError(_ *cli.Context, err error, _ bool) error {
 	return deliver.ConfigError(err)
 }
 
+// version is the release, stamped in at build time with
+// -ldflags "-X main.version=1.2.3"; without it, the module's version and
+// the revision it was built from, as Go records them.
+var version string
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+modified"
+			}
+		}
+	}
+	if rev != "" {
+		v += " " + rev[:min(len(rev), 12)] + modified
+	}
+	return v + " " + bi.GoVersion
+}
+
+// atTerminal reports whether r is a terminal: a person typing. pipe(8)
+// and spawn(8) never give a command one.
+func atTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	// Only the long name: -v is deliver's --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	app := &cli.App{
-		Name:                      "onionmx",
-		Usage:                     "deliver mail between mail servers over Tor onion services",
+		Name:    "onionmx",
+		Usage:   "deliver mail between mail servers over Tor onion services",
+		Version: versionString(),
+		// "onionmx help COMMAND" shows a command's help.
+		HideHelpCommand:           false,
 		Reader:                    stdin,
 		Writer:                    stdout,
 		ErrWriter:                 stderr,
-		HideHelpCommand:           true,
 		DisableSliceFlagSeparator: true,
 		OnUsageError:              usageError,
 		// The exit status is decided once, in run.
@@ -104,16 +151,24 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
-				return deliver.ConfigError(fmt.Errorf("unknown command %q", c.Args().First()))
+				return deliver.ConfigError(fmt.Errorf("unknown command %q (onionmx help lists the commands)", c.Args().First()))
 			}
-			cli.ShowAppHelp(c)
-			return deliver.ConfigError(errors.New("no command given"))
+			// Help is for a person at a terminal. Under pipe(8), where a
+			// command word was forgotten, the output must start with
+			// the status code.
+			if atTerminal(c.App.Reader) {
+				return cli.ShowAppHelp(c)
+			}
+			return deliver.ConfigError(errors.New("no command given (onionmx help lists the commands)"))
 		},
 	}
 	for _, cmd := range app.Commands {
 		if cmd.OnUsageError == nil { // check reports its own, as a monitoring plugin
 			cmd.OnUsageError = usageError
 		}
+		// "help" after a command is an argument (a recipient, a domain),
+		// never a request for help.
+		cmd.HideHelpCommand = true
 	}
 	return app
 }

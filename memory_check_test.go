@@ -111,7 +111,7 @@ func TestCheckHostileRemoteMemory(t *testing.T) {
 			},
 			exit:   1,
 			status: `^ONIONMX WARNING - 1 of 2 targets answered EHLO \(slowest [0-9.]+s\); failed: \S+ \| `,
-			line:   `: FAILED - not SMTP: the server sent a reply line longer than 2048 bytes as its greeting; connection closed$`,
+			line:   `: FAILED - not SMTP: the server sent a reply line longer than 2000 bytes as its greeting; connection closed$`,
 		},
 		{
 			name: "an EHLO reply of 300,000 lines",
@@ -171,7 +171,7 @@ func TestCheckHostileRemoteMemory(t *testing.T) {
 			relay:  true,
 			exit:   1,
 			status: `^ONIONMX WARNING - 2 of 2 targets answered EHLO \(slowest [0-9.]+s\); relay test inconclusive: \S+ \| `,
-			line:   `: OK - EHLO answered in [0-9.]+s \(connect [0-9.]+s\); greeting: 220 hostile.test ESMTP; relay test inconclusive: not SMTP: the server sent a reply line longer than 2048 bytes in reply to MAIL FROM; connection closed$`,
+			line:   `: OK - EHLO answered in [0-9.]+s \(connect [0-9.]+s\); greeting: 220 hostile.test ESMTP; relay test inconclusive: not SMTP: the server sent a reply line longer than 2000 bytes in reply to MAIL FROM; connection closed$`,
 		},
 		{
 			name: "bare codes: 220, 250, 221",

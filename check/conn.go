@@ -2,6 +2,7 @@ package check
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -89,6 +90,13 @@ func (c *watchConn) line() ([]byte, error) {
 		}
 		m, err := c.rd.Read(c.buf[n:])
 		n += m
+		var rerr *reply.Error
+		if errors.As(err, &rerr) && rerr.Line != "" && n == 0 {
+			// A whole line that breaks the protocol: it is kept, as any
+			// line, and judged below.
+			n = copy(c.buf[:], rerr.Line[:min(len(rerr.Line), len(c.buf)-2)]+"\r\n")
+			break
+		}
 		if err != nil {
 			c.err = err
 			return nil, err

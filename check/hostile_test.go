@@ -151,16 +151,16 @@ func TestHostileRemotes(t *testing.T) {
 		relayIs Relay
 		detail  string // a regular expression the target's line must match
 	}{
-		{name: "greeting line of 2047 bytes", srv: &remote{greet: text(long(2047))},
+		{name: "greeting line of 1999 bytes", srv: &remote{greet: text(long(1999))},
 			status: OK, outcome: Answered, detail: `: OK - EHLO answered in .*; greeting: 220 x{296}\.\.\.$`},
-		{name: "greeting line of 2048 bytes", srv: &remote{greet: text(long(2048))},
+		{name: "greeting line of 2000 bytes", srv: &remote{greet: text(long(2000))},
 			status: OK, outcome: Answered, detail: `: OK - EHLO answered in `},
-		{name: "greeting line of 2049 bytes", srv: &remote{greet: text(long(2049))},
+		{name: "greeting line of 2001 bytes", srv: &remote{greet: text(long(2001))},
 			status: Warning, outcome: Refused,
-			detail: `: FAILED - not SMTP: the server sent a reply line longer than 2048 bytes as its greeting; connection closed$`},
+			detail: `: FAILED - not SMTP: the server sent a reply line longer than 2000 bytes as its greeting; connection closed$`},
 		{name: "greeting line of 1 GB, no newline", srv: &remote{greet: func(w io.Writer) error { return stream(w, "220 ", 'x', 1<<30) }},
 			status: Warning, outcome: Refused,
-			detail: `: FAILED - not SMTP: the server sent a reply line longer than 2048 bytes as its greeting; connection closed$`},
+			detail: `: FAILED - not SMTP: the server sent a reply line longer than 2000 bytes as its greeting; connection closed$`},
 		{name: "greeting of 300,000 lines", srv: &remote{greet: func(w io.Writer) error { return lines(w, "220", 300000) }},
 			status: Warning, outcome: Refused,
 			detail: `: FAILED - not SMTP: the server sent a reply longer than 65536 bytes as its greeting; connection closed; greeting: 220-line$`},
@@ -216,7 +216,7 @@ func TestHostileRemotes(t *testing.T) {
 			}
 			return "", false
 		}}, relay: true, status: Warning, outcome: Answered, relayIs: RelayInconclusive,
-			detail: `: OK - EHLO answered in .*; relay test inconclusive: not SMTP: the server sent a reply line longer than 2048 bytes in reply to MAIL FROM; connection closed$`},
+			detail: `: OK - EHLO answered in .*; relay test inconclusive: not SMTP: the server sent a reply line longer than 2000 bytes in reply to MAIL FROM; connection closed$`},
 		{name: "RCPT reply of 300,000 lines", srv: &remote{greet: text("220 hostile.test ESMTP\r\n"), answer: func(verb string, w io.Writer) (string, bool) {
 			if verb == "RCPT" {
 				lines(w, "250", 300000)

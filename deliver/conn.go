@@ -35,8 +35,13 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 }
 
 func (c *sessionConn) Write(p []byte) (int, error) {
-	if c.writeTimeout > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	return c.writeWithin(p, c.writeTimeout)
+}
+
+// writeWithin writes p within d (no deadline if d is 0).
+func (c *sessionConn) writeWithin(p []byte, d time.Duration) (int, error) {
+	if d > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
 	n, err := c.Conn.Write(p)
 	if c.log != nil {

@@ -193,7 +193,7 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	soft, cancelSoft := context.WithDeadline(ctx, deadline)
 	defer cancelSoft()
 
-	nh, err := c.nexthop(nexthop, msg.Recipients)
+	nhs, err := c.nexthop(nexthop, msg.Recipients)
 	if err != nil {
 		return nil, err
 	}
@@ -208,12 +208,12 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 		return nil, tempErr("4.3.0", err, "message not sent: %v", err)
 	}
 	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
-	route, err := c.Resolver.Resolve(soft, nh)
+	route, err := c.resolve(soft, nhs, msg.Recipients)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, interrupted(ctx, "resolving the route")
 		}
-		return nil, routeError(nh, msg.Recipients, err)
+		return nil, err
 	}
 	var last *Error
 	for _, t := range route.Targets {
@@ -246,41 +246,84 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // nexthop returns the parsed nexthop, or the recipients' domain when it is
-// empty; the recipients of one delivery must then share their domain.
-func (c *Client) nexthop(s string, rcpts []string) (lookup.Nexthop, error) {
+// empty; the recipients of one delivery must then share their domain. A
+// Postfix 3.5 nexthop list ("[a.onion]:25,[b.onion]:2525", what the lookup
+// servers answer for a static-map entry with several onions) gives several.
+func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
+	if strings.ContainsAny(s, ", \t") {
+		nhs, err := lookup.ParseNexthopList(s)
+		if err != nil {
+			return nil, ConfigError(fmt.Errorf("nexthop list %q: %w", s, err))
+		}
+		for _, nh := range nhs {
+			if !nh.Literal && !lookup.IsOnion(nh.Host) {
+				return nil, ConfigError(fmt.Errorf("nexthop list %q: %s is not an onion: a list names onions to try in order", s, nh))
+			}
+		}
+		return nhs, nil
+	}
 	if s != "" {
 		nh, err := lookup.ParseNexthop(s)
 		if err != nil {
 			if isRecipientDomain(s, rcpts) && lookup.IsOnion(s) {
 				// Postfix's empty nexthop: the recipient domain itself,
 				// a .onion name that is not even a domain name.
-				return nh, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", s, err)
+				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", s, err)
 			}
-			return nh, ConfigError(err)
+			return nil, ConfigError(err)
 		}
 		if nh.Port != 0 && !nh.Literal && !lookup.IsOnion(nh.Host) {
-			return nh, ConfigError(fmt.Errorf("nexthop %q: a port goes with an onion or a bracketed nexthop, not with a mail domain", s))
+			return nil, ConfigError(fmt.Errorf("nexthop %q: a port goes with an onion or a bracketed nexthop, not with a mail domain", s))
 		}
-		return nh, nil
+		return []lookup.Nexthop{nh}, nil
 	}
 	var domain string
 	for _, r := range rcpts {
 		d, err := lookup.AddressDomain(r)
 		if err != nil {
 			if i := strings.LastIndexByte(r, '@'); i >= 0 && lookup.IsOnion(r[i+1:]) {
-				return lookup.Nexthop{}, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", r[i+1:], err)
+				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", r[i+1:], err)
 			}
-			return lookup.Nexthop{}, ConfigError(err)
+			return nil, ConfigError(err)
 		}
 		if domain != "" && d != domain {
-			return lookup.Nexthop{}, ConfigError(fmt.Errorf("recipients in %s and %s: without --nexthop they must share one domain", domain, d))
+			return nil, ConfigError(fmt.Errorf("recipients in %s and %s: without --nexthop they must share one domain", domain, d))
 		}
 		domain = d
 	}
 	if domain == "" {
-		return lookup.Nexthop{}, ConfigError(errors.New("no recipients"))
+		return nil, ConfigError(errors.New("no recipients"))
 	}
-	return lookup.Nexthop{Host: domain}, nil
+	return []lookup.Nexthop{{Host: domain}}, nil
+}
+
+// resolve returns the route of the nexthops, or the failure in Postfix's
+// terms. The targets of a list are tried in its order; each of its
+// members comes from the configuration, which must name usable onions.
+func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, rcpts []string) (*lookup.Route, error) {
+	if len(nhs) == 1 {
+		route, err := c.Resolver.Resolve(ctx, nhs[0])
+		if err != nil {
+			return nil, routeError(nhs[0], rcpts, err)
+		}
+		return route, nil
+	}
+	var all *lookup.Route
+	for _, nh := range nhs {
+		route, err := c.Resolver.Resolve(ctx, nh)
+		if err != nil {
+			var le *lookup.Error
+			if errors.As(err, &le) && !le.Temporary {
+				return nil, ConfigError(fmt.Errorf("nexthop %s in a list: %s", nh, skippedReason(le)))
+			}
+			return nil, routeError(nh, rcpts, err)
+		}
+		if all == nil {
+			all = &lookup.Route{Domain: route.Domain, Source: "nexthop list"}
+		}
+		all.Targets = append(all.Targets, route.Targets...)
+	}
+	return all, nil
 }
 
 // isRecipientDomain reports whether nexthop is the domain of one of the
@@ -300,9 +343,14 @@ func isRecipientDomain(nexthop string, rcpts []string) bool {
 func routeError(nh lookup.Nexthop, rcpts []string, err error) *Error {
 	var le *lookup.Error
 	var me *lookup.MapError
+	var ee *lookup.ElsewhereError
 	switch {
 	case errors.As(err, &me):
 		return ConfigError(err)
+	case errors.As(err, &ee):
+		// Postfix sent the mail here, but the map onionmx reads routes
+		// the domain elsewhere: the two configurations disagree.
+		return ConfigError(fmt.Errorf("configuration mismatch: %w", err))
 	case !errors.As(err, &le):
 		return Internal(err)
 	case le.Temporary:

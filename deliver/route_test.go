@@ -182,3 +182,45 @@ func TestDNSFailures(t *testing.T) {
 		t.Errorf("%d CONNECTs without a route", n)
 	}
 }
+
+// TestMapConfiguration: what only the configuration can cause defers
+// (4.3.5) and names where to fix it, with no DNS query and no connection:
+// a map entry that pins a domain to an unusable onion, one that routes it
+// to another transport (Postfix sent it here all the same); and a nexthop
+// list, as the lookup servers answer for an entry with several onions, is
+// tried in its order.
+func TestMapConfiguration(t *testing.T) {
+	down, good := newOnion(t), newOnion(t)
+	r := newRouteEnv(t, map[string]byte{down: 0xF2}, good)
+	m, err := lookup.ParseTransportMap("transport", strings.NewReader(
+		"typo.example onionmx:["+typo(good)+"]\n"+
+			"relayed.example smtp:[relay.example]:587\n"+
+			"two.example onionmx:["+down+"]:25, ["+good+"]:2525\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client.Resolver.Maps = []*lookup.Map{m}
+	for _, tc := range []struct{ rcpt, text string }{
+		{"u@typo.example", "transport:1: "},
+		{"u@relayed.example", "configuration mismatch: transport:2: "},
+	} {
+		_, err := r.deliver(t, "", tc.rcpt)
+		if e := deliver.AsError(err); err == nil || e.Status != "4.3.5" || e.Exit != 78 || !strings.HasPrefix(e.Msg, tc.text) {
+			t.Errorf("%s: got %v, want 4.3.5 %s...", tc.rcpt, err, tc.text)
+		}
+	}
+	res, err := r.deliver(t, "["+down+"]:25,["+good+"]:2525", "u@two.example")
+	if err != nil || res.Target.Host != good {
+		t.Fatalf("nexthop list: %v, %+v; want delivered to the second onion", err, res)
+	}
+	_, err = r.deliver(t, "["+good+"]:25, [mx.example.org]", "u@two.example")
+	if e := deliver.AsError(err); err == nil || e.Status != "4.3.5" {
+		t.Errorf("a list with a clear-net host: got %v, want 4.3.5", err)
+	}
+	if q := r.dns.Queries(); len(q) != 0 {
+		t.Errorf("DNS queries %v, want none", q)
+	}
+	if got := r.connects(); strings.Join(got, " ") != down+":25 "+good+":2525" {
+		t.Errorf("CONNECTs %v, want only the list's", got)
+	}
+}

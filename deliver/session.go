@@ -364,8 +364,7 @@ func (s *session) data(msg *Message) (*Result, error) {
 // Step 8, and after a refusal: QUIT, without waiting for the reply. It
 // returns e.
 func (s *session) quit(e *Error) *Error {
-	s.sc.SetWriteDeadline(time.Now().Add(quitTimeout))
-	s.sc.Conn.Write([]byte("QUIT\r\n"))
+	s.sc.writeWithin([]byte("QUIT\r\n"), quitTimeout)
 	return e
 }
 

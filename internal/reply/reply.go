@@ -7,8 +7,9 @@
 // bare "250" as a short response. A Reader sits between the connection and
 // everything that reads replies, ours and go-smtp's:
 //
-//   - a reply line longer than MaxLine octets, or a reply longer than
-//     MaxReply octets, is an *Error, and the Reader stays failed;
+//   - a reply line longer than MaxLine octets, a reply longer than
+//     MaxReply octets, a line that is not a reply line and a continuation
+//     line with another code are an *Error, and the Reader stays failed;
 //   - a reply code with no text ("250" CRLF, which RFC 5321's grammar
 //     allows) is accepted: ReadReply returns it with empty text, and Read
 //     hands it on as "250 " CRLF, which net/textproto accepts;
@@ -29,10 +30,11 @@ import (
 
 const (
 	// MaxLine bounds a reply line, CRLF included. RFC 5321 section
-	// 4.5.3.1.5 allows 512 octets; four times that, Postfix's default
-	// line_length_limit, leaves room for servers that exceed it in good
-	// faith.
-	MaxLine = 2048
+	// 4.5.3.1.5 allows 512 octets; about four times that leaves room for
+	// servers that exceed it in good faith, and stays within the 2000
+	// octets that go-smtp's client accepts (a longer line would fail there
+	// as a broken connection, not as a bad reply).
+	MaxLine = 2000
 	// MaxReply bounds a whole reply, all its lines. An EHLO reply, the
 	// longest real one, has a dozen or two lines: well under 2 KiB.
 	MaxReply = 64 << 10
@@ -42,6 +44,9 @@ const (
 // cannot be trusted any further.
 type Error struct {
 	Msg string
+	// Line is the offending line, without its line end, when a line that
+	// is whole broke the protocol (not a reply line, or another code).
+	Line string
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -68,8 +73,10 @@ type Reader struct {
 
 	// pending is the rest of a line that Read has not returned yet.
 	pending []byte
-	// replyLen counts the octets of the reply in progress.
-	replyLen int
+	// replyLen counts the octets of the reply in progress, and replyCode
+	// is its code, for Read.
+	replyLen  int
+	replyCode int
 	// fixed is the normalized copy of a bare-code line, for Read.
 	fixed [8]byte
 }
@@ -162,7 +169,7 @@ func (r *Reader) ReadReply() (*Reply, error) {
 		}
 		code, more, text, ok := codeLine(l)
 		if !ok {
-			r.err = &Error{Msg: fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80))}
+			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80)))
 			return nil, r.err
 		}
 		if err := r.count(l, more); err != nil {
@@ -171,7 +178,7 @@ func (r *Reader) ReadReply() (*Reply, error) {
 		if rep == nil {
 			rep = &Reply{Code: code}
 		} else if code != rep.Code {
-			r.err = &Error{Msg: fmt.Sprintf("reply lines with different codes, %d and %d", rep.Code, code)}
+			r.err = lineError(l, fmt.Sprintf("reply lines with different codes, %d and %d", rep.Code, code))
 			return nil, r.err
 		}
 		rep.Lines = append(rep.Lines, string(text))
@@ -192,28 +199,37 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		_, more, _, ok := codeLine(l)
-		if ok {
-			if err := r.count(l, more); err != nil {
-				return 0, err
-			}
-			if c := bytes.TrimRight(l, "\r\n"); len(c) == 3 {
-				// A bare code: net/textproto wants "NNN " at least.
-				n := copy(r.fixed[:], c)
-				r.fixed[n] = ' '
-				n++
-				n += copy(r.fixed[n:], l[3:])
-				l = r.fixed[:n]
-			}
-		} else {
-			// Not a reply: net/textproto says so itself.
-			r.replyLen = 0
+		code, more, _, ok := codeLine(l)
+		switch {
+		case !ok:
+			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80)))
+			return 0, r.err
+		case r.replyLen > 0 && code != r.replyCode:
+			r.err = lineError(l, fmt.Sprintf("reply lines with different codes, %d and %d", r.replyCode, code))
+			return 0, r.err
+		}
+		r.replyCode = code
+		if err := r.count(l, more); err != nil {
+			return 0, err
+		}
+		if c := bytes.TrimRight(l, "\r\n"); len(c) == 3 {
+			// A bare code: net/textproto wants "NNN " at least.
+			n := copy(r.fixed[:], c)
+			r.fixed[n] = ' '
+			n++
+			n += copy(r.fixed[n:], l[3:])
+			l = r.fixed[:n]
 		}
 		r.pending = l
 	}
 	n := copy(p, r.pending)
 	r.pending = r.pending[n:]
 	return n, nil
+}
+
+// lineError is an *Error about line l.
+func lineError(l []byte, msg string) *Error {
+	return &Error{Msg: msg, Line: strings.TrimRight(string(l), "\r\n")}
 }
 
 // Printable returns s for a log line or an error message: at most max

@@ -30,7 +30,7 @@ func TestReadReply(t *testing.T) {
 		{name: "letters in the code", in: "25x ok\r\n", err: "not an SMTP reply"},
 		{name: "no separator", in: "250ok\r\n", err: "not an SMTP reply"},
 		{name: "1xx", in: "150 ok\r\n", err: "not an SMTP reply"},
-		{name: "line too long", in: "250 " + strings.Repeat("x", MaxLine) + "\r\n", err: "reply line longer than 2048 bytes"},
+		{name: "line too long", in: "250 " + strings.Repeat("x", MaxLine) + "\r\n", err: "reply line longer than 2000 bytes"},
 		{name: "longest line", in: "250 " + strings.Repeat("x", MaxLine-6) + "\r\n", code: 250, lines: []string{strings.Repeat("x", MaxLine-6)}},
 		{name: "reply too long", in: strings.Repeat("250-"+strings.Repeat("x", 1000)+"\r\n", 70) + "250 end\r\n", err: "reply longer than 65536 bytes"},
 		{name: "eof mid-line", in: "250 o", err: io.ErrUnexpectedEOF.Error()},
@@ -93,11 +93,16 @@ func TestReadForTextproto(t *testing.T) {
 	}
 }
 
-// TestReadKeepsLimits: go-smtp's path has the same limits.
+// TestReadKeepsLimits: go-smtp's path has the same limits, and the same
+// idea of what a reply is.
 func TestReadKeepsLimits(t *testing.T) {
 	for _, in := range []string{
 		"220 " + strings.Repeat("x", 1<<20) + "\r\n",
 		strings.Repeat("250-EXTENSION\r\n", 1<<20) + "250 end\r\n",
+		// Other codes on the continuation lines: net/textproto would keep
+		// reading, and keep it all.
+		strings.Repeat("250-a\r\n251-b\r\n", 1<<18) + "250 end\r\n",
+		strings.Repeat("garbage\r\n", 1<<18),
 	} {
 		tp := textproto.NewReader(bufio.NewReader(NewReader(strings.NewReader(in))))
 		_, _, err := tp.ReadResponse(0)
