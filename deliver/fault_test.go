@@ -58,6 +58,8 @@ func TestFaults(t *testing.T) {
 		// Connecting through Tor.
 		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
 			status: "4.4.1", exit: 75, text: "cannot connect to Tor SocksPort"},
+		{name: "proxy is not SOCKS", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: e.sink.Addr} },
+			status: "4.3.5", exit: 78, text: `is not a SOCKS5 server: its answer began with "2", as an SMTP server's 220 greeting does (check --socks)`},
 		{name: "socks 01 general failure", socks: socksReply(0x01), status: "4.4.1", exit: 75, text: "(SOCKS reply 01)"},
 		{name: "socks 04 host unreachable", socks: socksReply(0x04), status: "4.4.1", exit: 75, text: "host unreachable (SOCKS reply 04)"},
 		{name: "socks 05 refused", socks: socksReply(0x05), status: "4.4.1", exit: 75, text: "(SOCKS reply 05)"},
@@ -229,7 +231,7 @@ func TestFaults(t *testing.T) {
 			if !strings.HasPrefix(err.Status, tc.status) || err.Exit != tc.exit {
 				t.Errorf("got %q exit %d, want %s exit %d", err, err.Exit, tc.status, tc.exit)
 			}
-			if err.Temporary() != (tc.exit == 75) {
+			if err.Temporary() != (tc.exit == 75 || tc.exit == 78) {
 				t.Errorf("Temporary() = %v with exit %d", err.Temporary(), err.Exit)
 			}
 			if !strings.Contains(err.Error(), tc.text) {

@@ -152,6 +152,21 @@ func SOCKSReplyOf(err error) (SOCKSReply, bool) {
 	return 0, false
 }
 
+// notSOCKS5 reports the first byte of a SocksPort's answer that was not
+// SOCKS5 at all: x/net/proxy says "unexpected protocol version N".
+func notSOCKS5(err error) (byte, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Err == nil {
+		return 0, false
+	}
+	n, ok := strings.CutPrefix(op.Err.Error(), "unexpected protocol version ")
+	if !ok {
+		return 0, false
+	}
+	v, perr := strconv.ParseUint(n, 10, 8)
+	return byte(v), perr == nil
+}
+
 // DialError classifies a failure of d to connect to target ("x.onion:25")
 // through Tor, as a delivery does: Tor's SOCKS replies, timeouts, and
 // failures of the SocksPort itself. ctxErr is the error of the context the
@@ -176,6 +191,15 @@ func dialError(socks fmt.Stringer, target string, err error, ctxErr error) *Erro
 	}
 	if ctxErr != nil || errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return tempErr("4.4.1", err, "connect to %s via Tor: timed out", target)
+	}
+	if b, ok := notSOCKS5(err); ok {
+		// Something else listens there: --socks names the wrong port.
+		hint := ""
+		if b == '2' {
+			hint = ", as an SMTP server's 220 greeting does"
+		}
+		return &Error{Status: "4.3.5", Exit: ExConfig, Err: err,
+			Msg: fmt.Sprintf("Tor SocksPort %s is not a SOCKS5 server: its answer began with %q%s (check --socks)", socks, string(rune(b)), hint)}
 	}
 	var op *net.OpError
 	if errors.As(err, &op) {
