@@ -54,7 +54,7 @@ func deliverCommand() *cli.Command {
 		OnUsageError: deliverUsageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, Usage: "envelope sender `ADDR`, required; empty is the null sender"},
-			&cli.StringFlag{Name: "nexthop", Usage: "Postfix ${nexthop}: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\" or a mail domain; empty: the recipients' domain"},
+			&cli.StringFlag{Name: "nexthop", Usage: "Postfix's ${nexthop}, the `NEXTHOP`: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\", a list of those, or a mail domain; empty: the recipients' domain"},
 			socksFlag,
 			&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's fully qualified name)"},
 			mapFlag,

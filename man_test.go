@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cpuguy83/go-md2man/v2/md2man"
+	"github.com/urfave/cli/v2"
 )
 
 // The man page is generated from the command definitions, and checked here
@@ -24,21 +25,33 @@ var updateMan = flag.Bool("update-man", false, "rewrite onionmx.8 from the comma
 
 const manFile = "onionmx.8"
 
-// manPage renders onionmx(8): urfave/cli's page for the app (name,
-// synopsis, every command with its flags and defaults), a description, and
-// the sections its template lacks, exit statuses first.
+// manPage renders onionmx(8) from the command definitions: a synopsis line
+// per command, a description, every command with its flags, value names
+// and defaults, the exit statuses from each command's description, and
+// the sections that are prose.
 func manPage() (string, error) {
 	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
-	app.Description = manDescription
-	md, err := app.ToMarkdown()
-	if err != nil {
-		return "", err
-	}
 	var b strings.Builder
-	b.WriteString("% onionmx 8\n\n")
-	b.WriteString(md)
-	b.WriteString("\n# EXIT STATUS\n\n")
-	b.WriteString(manDeliverStatus)
+	b.WriteString("% onionmx 8\n\n# NAME\n\nonionmx - " + app.Usage + "\n\n# SYNOPSIS\n\n")
+	for _, cmd := range app.Commands {
+		if cmd.Hidden {
+			continue
+		}
+		b.WriteString("**onionmx " + cmd.Name + "** " + manSynopsis(cmd) + "\n\n")
+	}
+	b.WriteString("**onionmx help** [*COMMAND*]\n\n**onionmx --version**\n\n")
+	b.WriteString("# DESCRIPTION\n\n" + manDescription)
+	b.WriteString("\n# COMMANDS\n")
+	for _, cmd := range app.Commands {
+		if cmd.Hidden {
+			continue
+		}
+		b.WriteString("\n## " + cmd.Name + "\n\n" + cmd.Usage + ".\n")
+		for _, f := range cmd.VisibleFlags() {
+			b.WriteString("\n" + manFlag(f) + "\n")
+		}
+	}
+	b.WriteString("\n# EXIT STATUS\n")
 	for _, cmd := range app.Commands {
 		if cmd.Hidden || cmd.Description == "" {
 			continue
@@ -52,6 +65,72 @@ func manPage() (string, error) {
 	}
 	b.WriteString(manRest)
 	return string(md2man.Render([]byte(b.String()))), nil
+}
+
+// manSynopsis is a command's synopsis after its name, from its UsageText
+// (when it has one) or its ArgsUsage.
+func manSynopsis(cmd *cli.Command) string {
+	if u, ok := strings.CutPrefix(cmd.UsageText, "onionmx "+cmd.Name+" "); ok {
+		return manWords(u)
+	}
+	return manWords(strings.TrimSpace("[OPTIONS] " + cmd.ArgsUsage))
+}
+
+// manWords sets upper-case words (placeholders) in italics.
+func manWords(s string) string {
+	words := strings.Fields(s)
+	for i, w := range words {
+		core := strings.Trim(w, "[]|.")
+		if core != "" && core != "--" && strings.ToUpper(core) == core && strings.IndexFunc(core, func(r rune) bool { return r >= 'A' && r <= 'Z' }) >= 0 {
+			words[i] = strings.Replace(w, core, "*"+core+"*", 1)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+// unquoteUsage splits a flag's usage as urfave/cli does: the first word in
+// back quotes is the value's name, and the quotes go.
+func unquoteUsage(usage string) (name, text string) {
+	before, rest, ok := strings.Cut(usage, "`")
+	if !ok {
+		return "", usage
+	}
+	name, after, ok := strings.Cut(rest, "`")
+	if !ok {
+		return "", usage
+	}
+	return name, before + name + after
+}
+
+// manFlag renders one flag: "**--name**, **-n** *VALUE*: usage (default: x)",
+// the default only when it says something.
+func manFlag(f cli.Flag) string {
+	var names []string
+	for _, n := range f.Names() {
+		dash := "--"
+		if len(n) == 1 {
+			dash = "-"
+		}
+		names = append(names, "**"+dash+n+"**")
+	}
+	line := strings.Join(names, ", ")
+	df, ok := f.(cli.DocGenerationFlag)
+	if !ok {
+		return line
+	}
+	value, usage := unquoteUsage(df.GetUsage())
+	if df.TakesValue() {
+		if value == "" {
+			value = "VALUE"
+		}
+		line += " *" + value + "*"
+	}
+	usage = strings.ReplaceAll(usage, "*", "\\*")
+	line += ": " + usage
+	if def := df.GetDefaultText(); df.TakesValue() && def != "" && def != "0" && def != `""` {
+		line += " (default: " + strings.Trim(def, `"`) + ")"
+	}
+	return line
 }
 
 const manDescription = `onionmx delivers mail between mail servers over Tor onion services.
@@ -70,14 +149,6 @@ server, or with **--dns-via-tor** as DNS over TCP through Tor to one
 resolver; with **--dnssec require** SRV records count only when the
 resolver sets the AD bit, which is worth what the path to the resolver is
 worth: run a validating resolver (unbound) on this machine.
-`
-
-const manDeliverStatus = `**deliver**: one line of output, starting with an RFC 3463 status code.
-0 delivered (the remote's reply on stdout); 75 (EX_TEMPFAIL) with 4.x.y: Postfix
-defers and tries again (Tor or DNS trouble, 4xx replies, lost connections);
-78 (EX_CONFIG) with 4.3.5: a usage or configuration error, deferred too;
-67, 68, 69, 65 or 77 with 5.x.y: Postfix bounces the message (unknown user,
-no onion route, 5xx replies, SMTPUTF8 needed, client authorization).
 `
 
 const manRest = `

@@ -32,8 +32,9 @@ const maxTTL = 1<<31 - 1
 
 func srvRecordCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "srv-record",
-		Usage: "print the _onion-mx._tcp SRV record that publishes an onion MX for a domain, in zone-file form; --verify checks that DNS has it",
+		Name:      "srv-record",
+		UsageText: "onionmx srv-record --domain DOMAIN --onion ADDRESS [OPTIONS]",
+		Usage:     "print the _onion-mx._tcp SRV record that publishes an onion MX for a domain, in zone-file form; --verify checks that DNS has it",
 		Description: "The record goes to stdout; with --verify the outcome follows as zone-file comments (\"; ...\").\n" +
 			"Exit status: 0 printed, and with --verify DNS publishes that onion and port; 1 DNS does not\n" +
 			"(it says what DNS has instead); 75 DNS could not be asked; 78 a usage error.",
