@@ -99,7 +99,7 @@ func runCheck(c *cli.Context) (err error) {
 		}
 		return checkUnknown(c, err.Error())
 	}
-	helo := heloName(c)
+	helo, _ := heloName(c)
 	checker := &check.Checker{
 		SOCKS:       dialer,
 		Resolver:    resolver,

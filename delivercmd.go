@@ -123,7 +123,7 @@ func runDeliver(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	helo := heloName(c)
+	helo, guessed := heloName(c)
 	if err := checkHelo(helo); err != nil {
 		return deliver.ConfigError(err)
 	}
@@ -154,6 +154,13 @@ func runDeliver(c *cli.Context) error {
 		Body:       body,
 	})
 	if err != nil {
+		if e := deliver.AsError(err); guessed && e.Reply != nil {
+			// The remote refused something, maybe for our name: say it
+			// where the administrator will see it, in the line Postfix
+			// logs.
+			e.Msg += fmt.Sprintf(" (note: the EHLO name %s is a guess, this host's name has no domain; give --helo, e.g. Postfix's $myhostname)", helo)
+			return e
+		}
 		return err
 	}
 	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))

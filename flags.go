@@ -25,12 +25,15 @@ var (
 	transportFlag = &cli.StringFlag{Name: "transport", Value: "onionmx", Usage: "the master.cf transport `NAME` of onionmx deliver"}
 )
 
-// heloName returns --helo, or this host's fully qualified name.
-func heloName(c *cli.Context) string {
+// heloName returns --helo, or this host's fully qualified name as Postfix
+// forms its myhostname. guessed is set when the name was formed from a
+// host name without a domain ("vm.localdomain").
+func heloName(c *cli.Context) (name string, guessed bool) {
 	if h := c.String("helo"); h != "" {
-		return h
+		return h, false
 	}
-	return deliver.Hostname()
+	name, qualified := deliver.Hostname()
+	return name, !qualified
 }
 
 // newResolver builds the route resolver from --map and the DNS flags

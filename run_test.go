@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -62,3 +63,27 @@ func TestOutputOneShortLine(t *testing.T) {
 }
 
 var _ io.Reader = panicReader{}
+
+// TestGuessedEHLONameNoted: without --helo on a host whose name has no
+// domain, the EHLO name is formed as Postfix forms myhostname
+// ("vm.localdomain"), and when the remote refuses the delivery the line
+// Postfix logs says the name was a guess.
+func TestGuessedEHLONameNoted(t *testing.T) {
+	name, qualified := deliver.Hostname()
+	if qualified {
+		t.Skip("this host has a fully qualified name")
+	}
+	socks, onion, sink := fakeTor(t)
+	sink.SetHooks(smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "no thanks"}
+	}})
+	var out strings.Builder
+	status := run([]string{"onionmx", "deliver", "-f", "a@b.test", "--socks", socks,
+		"--nexthop", "[" + onion + "]", "--", "u@c.test"}, strings.NewReader("Subject: x\n\nbody\n"), &out, &out)
+	if status != 69 || !strings.Contains(out.String(), "(note: the EHLO name "+name+" is a guess") {
+		t.Fatalf("status %d, output %q", status, out.String())
+	}
+	if got := sink.Connections(); got != 1 {
+		t.Fatalf("%d sessions", got)
+	}
+}

@@ -2,27 +2,42 @@ package deliver
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strings"
 )
 
-// Hostname returns this host's fully qualified name for EHLO, as
-// `hostname -f` would find it, without any DNS query: the kernel's host name
-// when it has a dot, else the first dotted name /etc/hosts gives it.
-func Hostname() string {
+// DefaultDomain is what Postfix appends to a host name without a dot to
+// form its myhostname when mydomain is not set ("localdomain").
+const DefaultDomain = "localdomain"
+
+// Hostname returns this host's fully qualified name for EHLO, formed as
+// Postfix forms myhostname, and without any DNS query: the kernel's host
+// name when it has a dot; else the first dotted name that /etc/hosts gives
+// it; else the host name with ".localdomain" appended, as Postfix does
+// with its default mydomain. qualified is false in that last case: the
+// name is a guess, and the administrator should give one (--helo).
+func Hostname() (name string, qualified bool) {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
-		return "localhost"
+		h = "localhost"
 	}
 	if strings.Contains(h, ".") {
-		return h
+		return h, true
 	}
-	f, err := os.Open("/etc/hosts")
-	if err != nil {
-		return h
+	if f, err := os.Open("/etc/hosts"); err == nil {
+		defer f.Close()
+		if fq := hostsName(f, h); fq != "" {
+			return fq, true
+		}
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return h + "." + DefaultDomain, false
+}
+
+// hostsName returns the first dotted name that an /etc/hosts file gives
+// to host h, or "".
+func hostsName(r io.Reader, h string) string {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
 		fields := strings.Fields(line)
@@ -41,5 +56,5 @@ func Hostname() string {
 			}
 		}
 	}
-	return h
+	return ""
 }
