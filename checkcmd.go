@@ -38,9 +38,9 @@ func checkCommand() *cli.Command {
 		Flags: []cli.Flag{
 			socksFlag,
 			&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's fully qualified name)"},
-			&cli.DurationFlag{Name: "timeout", Value: check.DefaultTimeout, Usage: "`DURATION` of the whole check; keep it below the monitoring system's own timeout (often 60s)"},
-			&cli.DurationFlag{Name: "warn", Value: check.DefaultWarn, Usage: "a target slower than this `DURATION` is a WARNING"},
-			&cli.DurationFlag{Name: "crit", Value: check.DefaultCrit, Usage: "a target slower than this `DURATION` counts as failed"},
+			durationFlag("timeout", check.DefaultTimeout, "`DURATION` of the whole check; keep it below the monitoring system's own timeout (often 60s)"),
+			durationFlag("warn", check.DefaultWarn, "a target slower than this `DURATION` is a WARNING"),
+			durationFlag("crit", check.DefaultCrit, "a target slower than this `DURATION` counts as failed"),
 			&cli.BoolFlag{Name: "relay-test", Usage: "after EHLO, MAIL FROM and RCPT TO <" + check.ProbeAddress + ">: CRITICAL if accepted (an open relay), OK only if refused as relaying; point it at your own onion"},
 			&cli.StringFlag{Name: "probe-sender", Usage: "the relay test's MAIL FROM `ADDRESS` (default: the recipient, " + check.ProbeAddress + "); one the receiver's sender restrictions accept, or <> for the null sender"},
 			mapFlag,
@@ -67,7 +67,7 @@ func runCheck(c *cli.Context) (err error) {
 			err = checkUnknown(c, fmt.Sprintf("internal error: panic: %v", p))
 		}
 	}()
-	timeout, warn, crit := c.Duration("timeout"), c.Duration("warn"), c.Duration("crit")
+	timeout, warn, crit := duration(c, "timeout"), duration(c, "warn"), duration(c, "crit")
 	switch {
 	case timeout <= 0 || warn <= 0 || crit <= 0:
 		return checkUnknown(c, "--timeout, --warn and --crit must be positive")
