@@ -208,7 +208,11 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 		return nil, tempErr("4.3.0", err, "message not sent: %v", err)
 	}
 	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
-	route, err := c.resolve(soft, nhs, msg.Recipients)
+	// A nexthop that is the recipients' own domain (what Postfix passes when
+	// the transport map gave none) is their address; any other comes from
+	// the configuration.
+	fromRcpt := nexthop == "" || isRecipientDomain(nexthop, msg.Recipients)
+	route, err := c.resolve(soft, nhs, fromRcpt)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, interrupted(ctx, "resolving the route")
@@ -279,6 +283,10 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 	}
 	var domain string
 	for _, r := range rcpts {
+		if i := strings.LastIndexByte(r, '@'); i >= 0 && strings.HasPrefix(r[i+1:], "[") && len(rcpts) == 1 {
+			// An address literal, "u@[x.onion]": the nexthop is that host.
+			return c.nexthop(r[i+1:], rcpts)
+		}
 		d, err := lookup.AddressDomain(r)
 		if err != nil {
 			if i := strings.LastIndexByte(r, '@'); i >= 0 && lookup.IsOnion(r[i+1:]) {
@@ -300,11 +308,11 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 // resolve returns the route of the nexthops, or the failure in Postfix's
 // terms. The targets of a list are tried in its order; each of its
 // members comes from the configuration, which must name usable onions.
-func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, rcpts []string) (*lookup.Route, error) {
+func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, fromRcpt bool) (*lookup.Route, error) {
 	if len(nhs) == 1 {
 		route, err := c.Resolver.Resolve(ctx, nhs[0])
 		if err != nil {
-			return nil, routeError(nhs[0], rcpts, err)
+			return nil, routeError(nhs[0], fromRcpt, err)
 		}
 		return route, nil
 	}
@@ -316,7 +324,7 @@ func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, rcpts []stri
 			if errors.As(err, &le) && !le.Temporary {
 				return nil, ConfigError(fmt.Errorf("nexthop %s in a list: %s", nh, skippedReason(le)))
 			}
-			return nil, routeError(nh, rcpts, err)
+			return nil, routeError(nh, false, err)
 		}
 		if all == nil {
 			all = &lookup.Route{Domain: route.Domain, Source: "nexthop list"}
@@ -327,8 +335,9 @@ func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, rcpts []stri
 }
 
 // isRecipientDomain reports whether nexthop is the domain of one of the
-// recipients: what Postfix passes as ${nexthop} when the transport map
-// gave none. Any other nexthop comes from the configuration.
+// recipients (an address literal's brackets included): what Postfix passes
+// as ${nexthop} when the transport map gave none. Any other nexthop comes
+// from the configuration.
 func isRecipientDomain(nexthop string, rcpts []string) bool {
 	n := strings.TrimSuffix(strings.ToLower(nexthop), ".")
 	for _, r := range rcpts {
@@ -340,7 +349,8 @@ func isRecipientDomain(nexthop string, rcpts []string) bool {
 }
 
 // routeError turns a lookup failure into the outcome Postfix needs.
-func routeError(nh lookup.Nexthop, rcpts []string, err error) *Error {
+// fromRcpt says that the nexthop is the recipients' own domain.
+func routeError(nh lookup.Nexthop, fromRcpt bool, err error) *Error {
 	var le *lookup.Error
 	var me *lookup.MapError
 	var ee *lookup.ElsewhereError
@@ -355,14 +365,14 @@ func routeError(nh lookup.Nexthop, rcpts []string, err error) *Error {
 		return Internal(err)
 	case le.Temporary:
 		return tempErr("4.4.3", err, "%v", err)
+	case lookup.IsOnion(nh.Host) && fromRcpt:
+		// The recipient's own domain is an onion that cannot be used
+		// (a typo, a v2 address), bracketed or not: the address is wrong.
+		return permErr("5.1.2", ExNoHost, err, "bad destination %s: %s", nh.Host, skippedReason(le))
 	case nh.Literal:
 		// "[host]" comes from a transport map: naming anything but a
 		// usable onion there is the administrator's mistake.
 		return ConfigError(fmt.Errorf("nexthop %s: %w", nh, err))
-	case lookup.IsOnion(nh.Host) && isRecipientDomain(nh.Host, rcpts):
-		// The recipient's own domain is an onion that cannot be used
-		// (a typo, a v2 address): the address is wrong.
-		return permErr("5.1.2", ExNoHost, err, "bad destination %s: %s", nh.Host, skippedReason(le))
 	case lookup.IsOnion(nh.Host):
 		// An onion nexthop that is not the recipient's domain comes from
 		// a transport map.

@@ -375,6 +375,8 @@ func TestNeverDialsClearNet(t *testing.T) {
 		{"", "u@mail.example.onion", "5.1.2", "a v3 address has 56"},
 		{"", "u@bad_label!.onion", "5.1.2", "bad destination bad_label!.onion"},
 		{"bad_label!.onion", "u@bad_label!.onion", "5.1.2", "bad destination bad_label!.onion"},
+		{"[expyuzz4wqqyqhjn.onion]", "u@[expyuzz4wqqyqhjn.onion]", "5.1.2", "v2 onion address"},
+		{"", "u@[expyuzz4wqqyqhjn.onion]", "5.1.2", "v2 onion address"},
 	} {
 		_, err := e.client.Deliver(context.Background(), tc.nexthop, &deliver.Message{
 			Recipients: []string{tc.rcpt}, Body: strings.NewReader(testBody),
