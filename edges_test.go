@@ -278,43 +278,10 @@ func TestTLSMayNeverWorseThanNone(t *testing.T) {
 			}
 			return esmtp(verb)
 		}, 1},
-		{"starttls refused 502", func(verb string) string {
-			switch verb {
-			case "EHLO":
-				return "250-mx.test\r\n250 STARTTLS"
-			case "STARTTLS":
-				return "502 5.5.1 not implemented"
-			}
-			return esmtp(verb)
-		}, 1},
-		{"starttls refused 454", func(verb string) string {
-			switch verb {
-			case "EHLO":
-				return "250-mx.test\r\n250 STARTTLS"
-			case "STARTTLS":
-				return "454 4.7.0 TLS not available due to local problem"
-			}
-			return esmtp(verb)
-		}, 1},
-		{"handshake fails", func(verb string) string {
-			switch verb {
-			case "EHLO":
-				return "250-mx.test\r\n250 STARTTLS"
-			case "STARTTLS":
-				// A 220 and then no TLS at all: the handshake fails.
-				return "220 2.0.0 go ahead!close"
-			}
-			return esmtp(verb)
-		}, 2},
-		{"data after the 220 to STARTTLS", func(verb string) string {
-			switch verb {
-			case "EHLO":
-				return "250-mx.test\r\n250 STARTTLS"
-			case "STARTTLS":
-				return "220 2.0.0 go ahead\r\n250 injected"
-			}
-			return esmtp(verb)
-		}, 2},
+		{"starttls refused 502", withSTARTTLS("502 5.5.1 not implemented"), 1},
+		{"starttls refused 454", withSTARTTLS("454 4.7.0 TLS not available due to local problem"), 1},
+		{"handshake fails", withSTARTTLS("220 2.0.0 go ahead!close"), 2},
+		{"data after the 220 to STARTTLS", withSTARTTLS("220 2.0.0 go ahead\r\n250 injected"), 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, mode := range []string{"none", "may"} {
@@ -329,6 +296,20 @@ func TestTLSMayNeverWorseThanNone(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// withSTARTTLS answers like esmtp, offering STARTTLS and answering it
+// with starttls.
+func withSTARTTLS(starttls string) func(verb string) string {
+	return func(verb string) string {
+		switch verb {
+		case "EHLO":
+			return "250-mx.test\r\n250 STARTTLS"
+		case "STARTTLS":
+			return starttls
+		}
+		return esmtp(verb)
 	}
 }
 

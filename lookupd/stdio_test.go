@@ -4,18 +4,17 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/onionmx/onionmx/internal/proctest"
 )
 
 // blockingPipe returns a pipe in blocking mode, as a shell or Postfix
@@ -181,41 +180,11 @@ func firstDiff(a, b string) int {
 	return min(len(a), len(b))
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// onionmxBinary builds onionmx from this tree once for the package's tests.
-func onionmxBinary(t testing.TB) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "onionmx-lookupd-test-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "onionmx")
-		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binPath, "github.com/onionmx/onionmx").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func onionmxBinary(t testing.TB) string { return proctest.Binary(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	proctest.Cleanup()
 	os.Exit(code)
 }
 

@@ -154,3 +154,22 @@ const (
 	stateExiting // in the kernel's exit path, or a zombie
 	stateGone
 )
+
+// ppidWatcher watches the parent by its number: it exited when we were
+// given another parent. It serves where pidfds do not.
+type ppidWatcher struct{ pid int }
+
+func (w *ppidWatcher) exited(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if os.Getppid() != w.pid {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		time.Sleep(min(time.Millisecond, time.Until(deadline)))
+	}
+}
+
+func (w *ppidWatcher) close() {}

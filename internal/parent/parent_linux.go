@@ -52,25 +52,6 @@ func (w *pidfdWatcher) exited(d time.Duration) bool {
 
 func (w *pidfdWatcher) close() { unix.Close(w.fd) }
 
-// ppidWatcher watches the parent by its number: it exited when we were
-// given another parent.
-type ppidWatcher struct{ pid int }
-
-func (w *ppidWatcher) exited(d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if os.Getppid() != w.pid {
-			return true
-		}
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		time.Sleep(min(time.Millisecond, time.Until(deadline)))
-	}
-}
-
-func (w *ppidWatcher) close() {}
-
 // procState reads the state and the flags of /proc/PID/stat.
 func procState(pid int) state {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
