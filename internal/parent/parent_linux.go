@@ -2,8 +2,6 @@ package parent
 
 import (
 	"bytes"
-	"errors"
-	"io/fs"
 	"os"
 	"strconv"
 	"time"
@@ -55,13 +53,10 @@ func (w *pidfdWatcher) close() { unix.Close(w.fd) }
 // procState reads the state and the flags of /proc/PID/stat.
 func procState(pid int) state {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if _, err := os.Stat("/proc/self/stat"); err == nil {
-			return stateGone
-		}
-		return stateUnknown
-	case err != nil:
+	if err != nil {
+		// Gone, or hidden: /proc mounted with hidepid=2 (systemd's
+		// ProtectProc=invisible) hides pipe(8), which runs as another
+		// user. The pidfd and the parent's number tell which.
 		return stateUnknown
 	}
 	// "PID (COMM) STATE PPID PGRP SESSION TTY_NR TPGID FLAGS ...": COMM

@@ -50,8 +50,14 @@ func beParent() {
 	if err != nil {
 		panic(err)
 	}
-	// As pipe(8) does: the command in its own session.
+	// As pipe(8) does: the command in its own session, and as another
+	// user if asked.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if uid := os.Getenv("PARENT_TEST_CHILD_UID"); uid != "" {
+		var id uint32
+		fmt.Sscan(uid, &id)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: id, Gid: id}
+	}
 	if err := cmd.Start(); err != nil {
 		panic(err)
 	}
@@ -136,7 +142,8 @@ func TestCheck(t *testing.T) {
 		{"alive", stateAlive, 0, ""},
 		{"unknown to /proc", stateUnknown, 0, ""},
 		{"exiting", stateExiting, 0, "is exiting"},
-		{"gone", stateGone, 0, "is gone"},
+		{"hidden (hidepid=2)", stateUnknown, 0, ""},
+		{"hidden, exits during the settle", stateUnknown, Settle / 2, "exited right after the end of input"},
 		{"exited", stateAlive, -time.Second, "exited"},
 		{"exits during the settle", stateAlive, Settle / 2, "exited right after the end of input"},
 		{"exits after the settle", stateAlive, 3 * Settle, ""},
@@ -150,6 +157,64 @@ func TestCheck(t *testing.T) {
 			_, err := io.Copy(io.Discard, g)
 			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 				t.Fatalf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestGuardHiddenProc: with /proc mounted hidepid=2 (systemd's
+// ProtectProc=invisible), a child that runs as another user, as onionmx
+// runs as nobody under pipe(8), cannot see its parent in /proc. A parent
+// that finishes must still be believed, and one that dies still caught.
+// It needs root, to mount a proc of its own in a mount namespace of its
+// own (never the host's /proc) and to run the child as nobody.
+func TestGuardHiddenProc(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	// A copy of this test binary that nobody may run, in a folder that
+	// nobody may write to.
+	dir, err := os.MkdirTemp("", "parent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	bin := filepath.Join(dir, "parent.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ end, want string }{
+		{"finish", "ok 66066"},
+		{"sigkill", "error 66066: standard input ended early"},
+		{"sigterm", "error 66066: standard input ended early"},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			out := filepath.Join(dir, "out-"+tc.end)
+			cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
+				`mount -t proc -o hidepid=2 proc /proc && exec "$0"`, bin)
+			cmd.Env = append(os.Environ(), roleEnv+"=parent", "PARENT_TEST_END="+tc.end,
+				"PARENT_TEST_OUT="+out, "PARENT_TEST_CHILD_UID=65534")
+			if b, err := cmd.CombinedOutput(); err != nil && tc.end == "finish" {
+				t.Fatalf("%v: %s", err, b)
+			}
+			var got []byte
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if b, err := os.ReadFile(out); err == nil {
+					got = b
+					break
+				}
+			}
+			if !strings.HasPrefix(string(got), tc.want) {
+				t.Fatalf("child says %q, want %q", got, tc.want)
 			}
 		})
 	}
