@@ -48,8 +48,13 @@ func checkCommand() *cli.Command {
 			dnssecFlag,
 			dnsViaTorFlag,
 		},
-		OnUsageError: func(c *cli.Context, err error, _ bool) error { return checkUnknown(c, err.Error()) },
-		Action:       runCheck,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			if herr, ok := askedForHelp(c, err, "check"); ok {
+				return herr
+			}
+			return checkUnknown(c, err.Error())
+		},
+		Action: runCheck,
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -48,10 +47,6 @@ func deliverCommand() *cli.Command {
 		UsageText:   "onionmx deliver -f SENDER [--nexthop NEXTHOP] [OPTIONS] [--] RECIPIENT...",
 		ArgsUsage:   "[--] RECIPIENT...",
 		Description: deliverStatus,
-		// Help only when a person asks for it, at a terminal: --help and
-		// -h are not flags of deliver, and deliverUsageError decides.
-		HideHelp:     true,
-		OnUsageError: deliverUsageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, Usage: "envelope sender `ADDR`, required; empty is the null sender"},
 			&cli.StringFlag{Name: "nexthop", Usage: "Postfix's ${nexthop}, the `NEXTHOP`: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\", a list of those, or a mail domain; empty: the recipients' domain"},
@@ -70,22 +65,6 @@ func deliverCommand() *cli.Command {
 		},
 		Action: runDeliver,
 	}
-}
-
-// deliverUsageError answers --help and -h with the help text when a
-// person asks at a terminal. Under pipe(8) a run that prints help would
-// exit 0 without delivering, and its output would not start with a status
-// code: there it is a usage error, like any other.
-func deliverUsageError(c *cli.Context, err error, sub bool) error {
-	// deliver has no --help flag, so that urfave/cli does not answer it
-	// by itself; the flag package then reports -help and -h as ErrHelp.
-	if errors.Is(err, flag.ErrHelp) {
-		if !atTerminal(c.App.Reader) {
-			return deliver.ConfigError(errors.New("--help is for a person at a terminal; to see it, run onionmx help deliver"))
-		}
-		return cli.ShowCommandHelp(c, "deliver")
-	}
-	return usageError(c, err, sub)
 }
 
 func runDeliver(c *cli.Context) error {

@@ -18,7 +18,6 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/onionmx/onionmx/deliver"
 )
@@ -78,8 +77,16 @@ func truncate(s string) string {
 	return s
 }
 
-// usageError makes a usage error defer rather than bounce (4.3.5, EX_CONFIG).
-func usageError(_ *cli.Context, err error, _ bool) error {
+// usageError makes a usage error defer rather than bounce (4.3.5, EX_CONFIG);
+// --help and -h show help, where that is safe (help.go).
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := ""
+	if c.Command != nil && c.Command.Name != c.App.Name {
+		name = c.Command.Name
+	}
+	if herr, ok := askedForHelp(c, err, name); ok {
+		return herr
+	}
 	return deliver.ConfigError(err)
 }
 
@@ -114,26 +121,17 @@ func versionString() string {
 	return v + " " + bi.GoVersion
 }
 
-// atTerminal reports whether r is a terminal: a person typing. pipe(8)
-// and spawn(8) never give a command one.
-func atTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	// Only the long name: -v is deliver's --verbose.
-	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	// No help flag of urfave/cli's, which would answer before any command
+	// runs (help.go).
+	cli.HelpFlag = nil
 	app := &cli.App{
-		Name:    "onionmx",
-		Usage:   "deliver mail between mail servers over Tor onion services",
-		Version: versionString(),
-		// "onionmx help COMMAND" shows a command's help.
-		HideHelpCommand:           false,
+		Name:                      "onionmx",
+		Usage:                     "deliver mail between mail servers over Tor onion services",
+		Version:                   versionString(),
+		HideVersion:               true,
+		HideHelpCommand:           true,
+		Flags:                     []cli.Flag{&cli.BoolFlag{Name: "version", Usage: "print the version"}},
 		Reader:                    stdin,
 		Writer:                    stdout,
 		ErrWriter:                 stderr,
@@ -148,18 +146,23 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			tcptableCommand(),
 			srvRecordCommand(),
 			checkCommand(),
+			helpCommand(),
 		},
 		Action: func(c *cli.Context) error {
-			if c.Args().Present() {
+			switch {
+			case c.Bool("version"):
+				if underMailer(c.App.Reader) {
+					return deliver.ConfigError(errors.New("--version is for a person: with standard input a pipe, as under pipe(8), it is a usage error (run it at a terminal)"))
+				}
+				fmt.Fprintf(c.App.Writer, "onionmx version %s\n", c.App.Version)
+				return nil
+			case c.Args().Present():
 				return deliver.ConfigError(fmt.Errorf("unknown command %q (onionmx help lists the commands)", c.Args().First()))
+			case underMailer(c.App.Reader):
+				// A command word forgotten in master.cf: one status line.
+				return deliver.ConfigError(errors.New("no command given (onionmx help lists the commands)"))
 			}
-			// Help is for a person at a terminal. Under pipe(8), where a
-			// command word was forgotten, the output must start with
-			// the status code.
-			if atTerminal(c.App.Reader) {
-				return cli.ShowAppHelp(c)
-			}
-			return deliver.ConfigError(errors.New("no command given (onionmx help lists the commands)"))
+			return cli.ShowAppHelp(c)
 		},
 	}
 	for _, cmd := range app.Commands {
@@ -168,7 +171,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		}
 		// "help" after a command is an argument (a recipient, a domain),
 		// never a request for help.
-		cmd.HideHelpCommand = true
+		cmd.HideHelp, cmd.HideHelpCommand = true, true
 	}
 	return app
 }

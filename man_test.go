@@ -39,7 +39,7 @@ func manPage() (string, error) {
 		}
 		b.WriteString("**onionmx " + cmd.Name + "** " + manSynopsis(cmd) + "\n\n")
 	}
-	b.WriteString("**onionmx help** [*COMMAND*]\n\n**onionmx --version**\n\n")
+	b.WriteString("**onionmx --version**\n\n")
 	b.WriteString("# DESCRIPTION\n\n" + manDescription)
 	b.WriteString("\n# COMMANDS\n")
 	for _, cmd := range app.Commands {
