@@ -346,20 +346,42 @@ recv_nothing_kept() {
 	[[ -z $l ]] || fail "a message went further than smtpd at the receiver: $l" || return 1
 }
 
-# check_sent LINE: a status=sent line of the onionmx transport that carries
-# the remote's own reply to the end of DATA; prints the remote's queue id.
-check_sent() {
-	local line=$1
-	[[ $line == *" relay=onionmx,"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
-	[[ $line =~ status=sent\ .*\(250\ 2\.0\.0\ Ok:\ queued\ as\ ([0-9A-F]+) ]] ||
-		fail "status=sent without the remote's '250 2.0.0 Ok: queued as ...': $line" || return 1
-	echo "${BASH_REMATCH[1]}"
+# recv_queued_qids TOKEN: the receiving Postfix's queue ids of the message
+# whose Message-ID is <TOKEN@...> that it really queued: cleanup logged the
+# Message-ID and qmgr took the queue file ("QID: from=<...>"). A
+# transaction that was aborted in the middle of DATA has a cleanup line
+# too, but never a qmgr line.
+recv_queued_qids() {
+	local q
+	for q in $(sed -nE "s/.* postfix\/cleanup\[[0-9]+\]: ([0-9A-F]+): message-id=<$(re_quote "$1")@.*/\1/p" "$RECV_DIR/maillog" | sort -u); do
+		grep -qE " postfix/qmgr\[[0-9]+\]: $q: from=<" "$RECV_DIR/maillog" && echo "$q"
+	done
+	return 0
 }
+recv_queued_one() { (($(recv_queued_qids "$1" | grep -c .) == 1)); }
 
-# recv_has_qid QID TOKEN: the receiver logged QID for the message TOKEN
-# (the reply onionmx reported is really the receiver's).
-recv_has_qid() {
-	grep -qE " $1: message-id=<$2@" "$RECV_DIR/maillog"
+# check_sent LINE TOKEN [TARGET]: LINE is a status=sent line of the onionmx
+# transport whose text is deliver's success line as pipe(8) logs it (its
+# first 100 characters), whole: "(delivered via onionmx service (TARGET:
+# 250 Ok: queued as QID))". TARGET is the receiver's onion, with ":PORT"
+# when the port is not 25 (default: the onion, port 25), and QID the queue
+# id under which the receiving Postfix queued that very message: found in
+# the receiver's maillog by the Message-ID of TOKEN (waits 10 s for
+# postlogd), exactly one. Prints QID.
+check_sent() {
+	local line=$1 token=$2 target=${3:-$TOR_ONION} re host rqid got
+	[[ $line == *" relay=onionmx,"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
+	re='status=sent \(delivered via onionmx service \(([^ ()]+): 250 Ok: queued as ([0-9A-F]+)\)\)$'
+	[[ $line =~ $re ]] ||
+		fail "status=sent without deliver's whole success line '<onion>: 250 Ok: queued as QID': $line" || return 1
+	host=${BASH_REMATCH[1]} rqid=${BASH_REMATCH[2]}
+	[[ $host == "$target" ]] || fail "the success line names $host, not $target: $line" || return 1
+	wait_for 10 "the receiver to log the queue id of $token" recv_queued_one "$token" ||
+		fail "the receiver did not queue $token exactly once: queue ids '$(recv_queued_qids "$token" | tr '\n' ' ')'" || return 1
+	got=$(recv_queued_qids "$token")
+	[[ $rqid == "$got" ]] ||
+		fail "the success line's queue id $rqid is not $got, the receiver's queue id of $token (by Message-ID in its maillog)" || return 1
+	echo "$rqid"
 }
 
 # no_dns_since MARK PATTERN WHAT: dnsmasq saw no query matching PATTERN
@@ -458,8 +480,8 @@ scenario_srv_domain() {
 	mail_submit "$f" alice@send.onionmx.test "$rcpt" || return 1
 	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
 	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
-	rqid=$(check_sent "$line") || return 1
-	recv_has_qid "$rqid" "$t" || fail "the receiver did not log $rqid for $t" || return 1
+	rqid=$(check_sent "$line" "$t") || return 1
+	say "  the success line names the receiver's onion and its queue id $rqid of this Message-ID"
 	qid=$(mail_qid "$t")
 	! queue_has "$qid" || fail "$qid is still queued" || return 1
 	dns_queries_since "$dmark" | grep -qF "query[SRV] _onion-mx._tcp.recv.onionmx.test " ||
@@ -469,6 +491,27 @@ scenario_srv_domain() {
 	say "  route: $route"
 	file=$(mailbox_one bob "$t") || return 1
 	mailbox_verbatim "$file" "$f" || return 1
+	received_by_recv "$file" "$rqid" || return 1
+}
+
+# received_by_recv FILE RQID: the receiver's own Received header in FILE
+# (the first one) names RQID, the queue id of the success line, and the
+# EHLO name deliver gave: a fully qualified one (issue 9 case 15: never a
+# bare "vm"; without --helo, formed as Postfix forms myhostname).
+received_by_recv() {
+	local file=$1 rqid=$2 rcvd helo
+	rcvd=$(awk '
+		f && /^[ \t]/ { r = r " " $0; next }
+		f { exit }
+		/^Received:/ { f = 1; r = $0 }
+		END { gsub(/[ \t]+/, " ", r); print r }
+	' "$file")
+	[[ $rcvd =~ ^Received:\ from\ ([^ ]+)\ \(localhost\ \[127\.0\.0\.1\]\)\ by\ recv\.onionmx\.test\ \(Postfix\)\ with\ [A-Z]+\ id\ ([0-9A-F]+)[\ \;] ]] ||
+		fail "the receiver's Received header is not what its smtpd writes: $rcvd" || return 1
+	helo=${BASH_REMATCH[1]}
+	[[ ${BASH_REMATCH[2]} == "$rqid" ]] || fail "the delivered file was queued as ${BASH_REMATCH[2]}, the success line says $rqid" || return 1
+	[[ $helo == *.* ]] || fail "deliver's EHLO name '$helo' is not fully qualified" || return 1
+	say "  the receiver's Received header: EHLO $helo (Postfix would form myhostname $(postconf -d -h myhostname 2>/dev/null)), id $rqid"
 }
 
 # 1. The same with a 10 MiB attachment (base64, about 14 MB): verbatim, and
@@ -493,7 +536,7 @@ scenario_big_message() {
 	mail_submit "$f" alice@send.onionmx.test "$rcpt" || return 1
 	line=$(wait_status "$t" "$rcpt" sent 300) || return 1
 	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
-	check_sent "$line" >/dev/null || return 1
+	check_sent "$line" "$t" >/dev/null || return 1
 	qid=$(mail_qid "$t")
 	! queue_has "$qid" || fail "$qid is still queued" || return 1
 	file=$(mailbox_one bob "$t") || return 1
@@ -524,7 +567,7 @@ scenario_static_map() {
 	dmark=$(dns_mark)
 	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
 	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
-	check_sent "$line" >/dev/null || return 1
+	check_sent "$line" "$t" >/dev/null || return 1
 	mailbox_one bob "$t" >/dev/null || return 1
 	no_dns_since "$dmark" "$PF_PINNED_DOMAIN" "$PF_PINNED_DOMAIN" || return 1
 	say "  no DNS query for $PF_PINNED_DOMAIN ($(dns_queries_since "$dmark" | grep -c . || true) queries in all)"
@@ -536,7 +579,7 @@ scenario_onion_address() {
 	dmark=$(dns_mark)
 	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
 	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
-	check_sent "$line" >/dev/null || return 1
+	check_sent "$line" "$t" >/dev/null || return 1
 	mailbox_one bob "$t" >/dev/null || return 1
 	no_dns_since "$dmark" '\.onion from' ".onion names" || return 1
 }
@@ -575,7 +618,7 @@ scenario_tor_down() {
 	queue_has "$TOR_DOWN_QID" || fail "$TOR_DOWN_QID left the queue while Tor was being restarted" || return 1
 	queue_flush
 	line=$(wait_status "$TOR_DOWN_TOKEN" "$rcpt" sent 120) || return 1
-	check_sent "$line" >/dev/null || return 1
+	check_sent "$line" "$TOR_DOWN_TOKEN" >/dev/null || return 1
 	mailbox_one bob "$TOR_DOWN_TOKEN" >/dev/null || return 1
 	! queue_has "$TOR_DOWN_QID" || fail "$TOR_DOWN_QID is still queued" || return 1
 	say "  after the restart: delivered once ($(status_count "$TOR_DOWN_QID" "$rcpt" deferred) deferrals before)"
@@ -770,7 +813,7 @@ scenario_receiver_down() {
 	wait_for 20 "receiver smtpd" smtp_listening "$RECV_SMTP_PORT" || fail "the receiver did not come back" || return 1
 	queue_flush
 	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
-	check_sent "$line" >/dev/null || return 1
+	check_sent "$line" "$t" >/dev/null || return 1
 	mailbox_one bob "$t" >/dev/null || return 1
 }
 
