@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# e2e/tornet.sh: a private Tor network on loopback, following the recipe in
-# shared/reference/FACTS.md: 3 directory authorities, 3 non-exit relays, one
-# onion service, one client. Everything lives under $WORK/tor.
+# e2e/tornet.sh: a private Tor network on loopback, shaped as Tor's own test
+# networks are: 3 directory authorities, 3 non-exit relays, one onion
+# service, one client, all with TestingTorNetwork 1. The torrc files below
+# are the whole recipe. Everything lives under $WORK/tor.
 #
 # Functions, in the order run.sh calls them:
 #   tornet_init         ports, directories, authority keys, torrc files
