@@ -15,7 +15,12 @@
 #             127.0.0.1:$RECV_OPEN_PORT (the onion's port 2525) is a
 #             deliberately open relay: mynetworks=127.0.0.0/8 and
 #             permit_mynetworks, as many configurations have it, for the
-#             check --relay-test scenarios. The receiver delivers nothing
+#             check --relay-test scenarios. A third, on
+#             127.0.0.1:$RECV_PICKY_PORT (the onion's port 2526), is as
+#             open but refuses the relay test's default probe sender at
+#             RCPT as reject_unknown_sender_domain would (550 5.1.8 ...
+#             Domain not found; from a map: the receiver has no DNS).
+#             The receiver delivers nothing
 #             but to its own Maildirs: defer_transports holds mail for any
 #             other domain in its queue, never tried (and the scenarios
 #             assert that its queue stays empty).
@@ -84,8 +89,9 @@ pf_common() {
 	chown "$(id -u nobody):$(id -g nobody)" "$dir/mail"
 }
 
-# pf_setup_receiver: needs RECV_SMTP_PORT and RECV_OPEN_PORT. The onion
-# name is added later by pf_receiver_add_domain, once Tor has made it.
+# pf_setup_receiver: needs RECV_SMTP_PORT, RECV_OPEN_PORT and
+# RECV_PICKY_PORT. The onion name is added later by pf_receiver_add_domain,
+# once Tor has made it.
 pf_setup_receiver() {
 	RECV_DIR=$WORK/recv
 	pf_common "$RECV_DIR" recv.onionmx.test
@@ -115,6 +121,16 @@ pf_setup_receiver() {
 	# The deliberately open one (the onion's port 2525): trusts 127.0.0.1,
 	# where every Tor connection comes from.
 	echo "127.0.0.1:$RECV_OPEN_PORT inet n - n - - smtpd -o mynetworks=127.0.0.0/8" \
+		"-o smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination" \
+		"-o smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination" >>"$RECV_DIR/etc/master.cf"
+	# As open, but it refuses the relay test's default probe sender as
+	# "reject_unknown_sender_domain, unknown_address_reject_code = 550"
+	# would, at RCPT (smtpd_delay_reject = yes): from a map, because this
+	# receiver has no DNS to find .invalid missing in. The null sender
+	# passes.
+	printf '%s\t550 5.1.8 Domain not found\n' onionmx-relay-test.invalid >"$RECV_DIR/etc/unknown_sender_domains"
+	echo "127.0.0.1:$RECV_PICKY_PORT inet n - n - - smtpd -o mynetworks=127.0.0.0/8" \
+		"-o smtpd_sender_restrictions=check_sender_access,texthash:$RECV_DIR/etc/unknown_sender_domains" \
 		"-o smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination" \
 		"-o smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination" >>"$RECV_DIR/etc/master.cf"
 	# Nothing in this instance needs a chroot, and without one smtpd needs

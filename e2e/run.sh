@@ -124,7 +124,9 @@ postfix_start_both() {
 		die "receiving postfix does not listen on $RECV_SMTP_PORT"
 	wait_for 20 "receiver's open smtpd on $RECV_OPEN_PORT" smtp_listening "$RECV_OPEN_PORT" ||
 		die "receiving postfix does not listen on $RECV_OPEN_PORT"
-	say "receiving postfix up on 127.0.0.1:$RECV_SMTP_PORT, deliberately open relay on 127.0.0.1:$RECV_OPEN_PORT ($RECV_DIR)"
+	wait_for 20 "receiver's picky open smtpd on $RECV_PICKY_PORT" smtp_listening "$RECV_PICKY_PORT" ||
+		die "receiving postfix does not listen on $RECV_PICKY_PORT"
+	say "receiving postfix up on 127.0.0.1:$RECV_SMTP_PORT, deliberately open relays on 127.0.0.1:$RECV_OPEN_PORT and (refusing the probe's sender) $RECV_PICKY_PORT ($RECV_DIR)"
 }
 
 up() {
@@ -143,7 +145,8 @@ up() {
 
 	local ports t_up0
 	t_up0=$(date +%s.%N)
-	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 5)))"
+	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 6)))"
+	RECV_PICKY_PORT=${ports[-4]}
 	RECV_OPEN_PORT=${ports[-3]}
 	RECV_SMTP_PORT=${ports[-2]}
 	DNS_PORT=${ports[-1]}
@@ -183,6 +186,7 @@ write_env() {
 		export TOR_DIR=$TOR_DIR TOR_ONION=$TOR_ONION
 		export TOR_SOCKS_PORT=$TOR_SOCKS_PORT TOR_CONTROL_PORT=$TOR_CONTROL_PORT
 		export RECV_SMTP_PORT=$RECV_SMTP_PORT RECV_OPEN_PORT=$RECV_OPEN_PORT DNS_PORT=$DNS_PORT
+		export RECV_PICKY_PORT=$RECV_PICKY_PORT
 		export ONIONMX=$WORK/onionmx PF_STATIC_MAP=$PF_STATIC_MAP
 		E2E_DIR=$E2E_DIR
 		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
@@ -193,7 +197,8 @@ print_env() {
 	cat <<-EOF
 		onionmx e2e environment is up. Work directory: $WORK
 		  onion service        $TOR_ONION  (port 25 -> 127.0.0.1:$RECV_SMTP_PORT,
-		                       port 2525 -> 127.0.0.1:$RECV_OPEN_PORT, the deliberately open relay)
+		                       port 2525 -> 127.0.0.1:$RECV_OPEN_PORT, the deliberately open relay,
+		                       port 2526 -> 127.0.0.1:$RECV_PICKY_PORT, open but refusing the probe's sender)
 		  Tor SocksPort        127.0.0.1:$TOR_SOCKS_PORT (ExtendedErrors)
 		  Tor ControlPort      127.0.0.1:$TOR_CONTROL_PORT (cookie $TOR_DIR/client/control_auth_cookie)
 		  dnsmasq              127.0.0.1:$DNS_PORT  (log $WORK/dns/dnsmasq.log)

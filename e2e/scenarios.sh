@@ -418,7 +418,14 @@ check_infra() {
 	out=$(smtp_dialog "$RECV_OPEN_PORT" "EHLO probe.onionmx.test" "MAIL FROM:<x@example.org>" \
 		"RCPT TO:<bob@example.org>" "RSET" "QUIT")
 	grep -q '^250 2\.1\.5 ' <<<"$out" || fail "the open smtpd on $RECV_OPEN_PORT does not take a foreign recipient: $out" || return 1
-	say "infrastructure checks passed (receiver 550 5.1.1, no relay; its open smtpd on $RECV_OPEN_PORT relays; SRV over UDP and TCP, NXDOMAIN)"
+	# The picky one (the onion's port 2526): refuses the probe's sender at
+	# RCPT, relays for the null sender.
+	out=$(smtp_dialog "$RECV_PICKY_PORT" "EHLO probe.onionmx.test" "MAIL FROM:<probe@onionmx-relay-test.invalid>" \
+		"RCPT TO:<bob@example.org>" "RSET" "MAIL FROM:<>" "RCPT TO:<bob@example.org>" "RSET" "QUIT")
+	grep -q '^550 5\.1\.8 <probe@onionmx-relay-test\.invalid>: Sender address rejected: Domain not found' <<<"$out" ||
+		fail "the picky smtpd on $RECV_PICKY_PORT does not refuse the probe's sender with 550 5.1.8: $out" || return 1
+	grep -q '^250 2\.1\.5 ' <<<"$out" || fail "the picky smtpd on $RECV_PICKY_PORT does not relay for <>: $out" || return 1
+	say "infrastructure checks passed (receiver 550 5.1.1, no relay; its open smtpd on $RECV_OPEN_PORT relays; the one on $RECV_PICKY_PORT refuses the probe's sender, relays for <>; SRV over UDP and TCP, NXDOMAIN)"
 }
 
 # ---------------------------------------------------------------------------
@@ -426,7 +433,7 @@ check_infra() {
 
 SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
 	dead_onion receiver_down invalid_onion
-	check_ok check_partial check_tor_down relay_safe relay_open)
+	check_ok check_partial check_tor_down relay_safe relay_open relay_picky)
 
 declare -A SCENARIO_DESC=(
 	[srv_domain]="1. SRV route via the lookup server, byte for byte"
@@ -445,6 +452,7 @@ declare -A SCENARIO_DESC=(
 	[check_tor_down]="   onionmx check: Tor client stopped: CRITICAL"
 	[relay_safe]="   check --relay-test, safe smtpd: 554, OK"
 	[relay_open]="   check --relay-test, open smtpd: CRITICAL"
+	[relay_picky]="   relay test, probe sender refused: WARNING; <>: CRITICAL"
 	[selftest_defer]="   harness self-test: fake onionmx defers"
 )
 
@@ -980,6 +988,44 @@ scenario_relay_open() {
 	lines=$(recv_sessions "$mark" 2) || return 1
 	! grep -q 'data=' <<<"$lines" || fail "a session with DATA: $lines" || return 1
 	recv_nothing_kept "$maildirs" "$mark" || return 1
+}
+
+# The relay test against an open smtpd that refuses the default probe
+# sender at RCPT (the onion's port 2526: 550 5.1.8 Sender address
+# rejected: Domain not found, as reject_unknown_sender_domain with
+# unknown_address_reject_code = 550 answers): that refusal is no refusal
+# to relay, so the test is inconclusive: WARNING (issue 9 case 11). With
+# --probe-sender '<>', which it accepts: OPEN RELAY, CRITICAL.
+scenario_relay_picky() {
+	local onion=$TOR_ONION o picky mark maildirs lines probe='probe@onionmx-relay-test\.invalid'
+	o=$(re_quote "$onion")
+	picky="[$onion]:2526"
+	maildirs=$(recv_maildirs)
+	mark=$(recv_mark)
+	run_check --relay-test --helo check.onionmx.test "$picky"
+	check_rc 1 || return 1
+	check_lines 2 || return 1
+	check_line 1 "^ONIONMX WARNING - 1 of 1 targets answered EHLO \(slowest $PERF_TIME\); relay test inconclusive: \[$o\]:2526 \| $(perf_re "$picky" "$PERF_TIME")\$" || return 1
+	check_line 2 "^\[$o\]:2526: (OK|WARNING) - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING; relay test inconclusive: RCPT TO:<$probe> refused, but not as relaying: 550 5\.1\.8 <$probe>: Sender address rejected: Domain not found \(.*--probe-sender.*\)\$" || return 1
+	lines=$(recv_sessions "$mark" 1) || return 1
+	[[ $lines =~ \ disconnect\ from\ [^\ ]*\[127\.0\.0\.1\]\ ehlo=1\ mail=1\ rcpt=0/1\ rset=1\ quit=1\ commands=4/5$ ]] ||
+		fail "not EHLO, MAIL, a refused RCPT, RSET, QUIT: $lines" || return 1
+	recv_since "$mark" | grep -qE "NOQUEUE: reject: RCPT from [^ ]*\[127\.0\.0\.1\]: 550 5\.1\.8 <$probe>: Sender address rejected: Domain not found; from=<$probe> to=<$probe> proto=ESMTP helo=<check\.onionmx\.test>" ||
+		fail "the receiver did not log the 550 5.1.8 reject of the probe's sender" || return 1
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+	say "  receiver: refused the probe's sender (550 5.1.8), so nothing was learnt about relaying: WARNING"
+
+	mark=$(recv_mark)
+	run_check --relay-test --probe-sender '<>' --helo check.onionmx.test "$picky"
+	check_rc 2 || return 1
+	check_lines 2 || return 1
+	check_line 1 "^ONIONMX CRITICAL - OPEN RELAY: \[$o\]:2526 accepted RCPT TO:<$probe>, a foreign domain, from anyone on the Tor network; 1 of 1 targets answered EHLO \(slowest $PERF_TIME\) \| $(perf_re "$picky" "$PERF_TIME")\$" || return 1
+	check_line 2 "^\[$o\]:2526: OPEN RELAY - EHLO answered in $PERF_TIME \(connect $PERF_TIME\); $GREETING; relay test failed: RCPT TO:<$probe> accepted: 250 2\.1\.5 Ok\$" || return 1
+	lines=$(recv_sessions "$mark" 1) || return 1
+	[[ $lines =~ \ disconnect\ from\ [^\ ]*\[127\.0\.0\.1\]\ ehlo=1\ mail=1\ rcpt=1\ rset=1\ quit=1\ commands=5$ ]] ||
+		fail "not EHLO, MAIL, an accepted RCPT, RSET, QUIT: $lines" || return 1
+	recv_nothing_kept "$maildirs" "$mark" || return 1
+	say "  with the null sender: accepted, OPEN RELAY; never DATA, nothing queued"
 }
 
 # ---------------------------------------------------------------------------
