@@ -14,7 +14,8 @@
 #   notonion.onionmx.test -> mx.clear.onionmx.test      not an onion at all
 #   clear.onionmx.test    -> no SRV record: NXDOMAIN/no data, default transport
 #   pinned.onionmx.test   -> no record either: the sender's static map pins
-#                            it, and no query may be made for it
+#                            it, and no query may be made for it; the same
+#                            for typo.onionmx.test
 # Extra records: DNS_EXTRA_ARGS=(--srv-host=... ...) before dns_start.
 
 # A valid v3 address of a real ed25519 key (made once with openssl; the

@@ -42,6 +42,10 @@
 # The domain the sender's static transport map pins to the onion (no DNS
 # record anywhere).
 PF_PINNED_DOMAIN=pinned.onionmx.test
+# The domain the static map pins to the onion with a typo (two neighbouring
+# characters swapped, onion_typo): a configuration error, whose mail must
+# wait, never leave by the default transport (issue 9 case 7).
+PF_TYPO_DOMAIN=typo.onionmx.test
 
 PF_DIST_MASTER=/usr/share/postfix/master.cf.dist
 [[ -f $PF_DIST_MASTER ]] || PF_DIST_MASTER=/etc/postfix/master.cf
@@ -229,11 +233,15 @@ pf_static_map() {
 	return 1
 }
 
-# pf_sender_pin DOMAIN NEXTHOP: one more line in the sender's static
-# transport map ("DOMAIN onionmx:NEXTHOP"), postmapped, and a reload.
+# pf_sender_pin DOMAIN NEXTHOP [DOMAIN NEXTHOP...]: one more line in the
+# sender's static transport map ("DOMAIN onionmx:NEXTHOP") for each pair,
+# postmapped, and a reload.
 pf_sender_pin() {
 	local out
-	printf '%s\tonionmx:%s\n' "$1" "$2" >>"$PF_STATIC_MAP"
+	while (($# >= 2)); do
+		printf '%s\tonionmx:%s\n' "$1" "$2" >>"$PF_STATIC_MAP"
+		shift 2
+	done
 	postmap -c "$SEND_DIR/etc" "$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr -s ', ' '\n' | grep -F ":$PF_STATIC_MAP" | head -1)"
 	out=$(script -qec "postfix -c '$SEND_DIR/etc' reload" /dev/null </dev/null 2>&1) ||
 		die "postfix reload for $SEND_DIR failed: $out"

@@ -143,7 +143,7 @@ up() {
 	[[ ${E2E_SKIP_INSTALL:-} == 1 ]] || ensure_packages
 	build_onionmx
 
-	local ports t_up0
+	local ports t_up0 typo
 	t_up0=$(date +%s.%N)
 	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 6)))"
 	RECV_PICKY_PORT=${ports[-4]}
@@ -164,8 +164,9 @@ up() {
 	wait "$PF_JOB" || die "the Postfix instances did not come up"
 	PF_JOB=
 	pf_receiver_add_domain "$TOR_ONION"
-	pf_sender_pin "$PF_PINNED_DOMAIN" "[$TOR_ONION]:25"
-	say "static map: $PF_PINNED_DOMAIN onionmx:[$TOR_ONION]:25 in $PF_STATIC_MAP"
+	typo=$(onion_typo "$TOR_ONION") || die "no typo of $TOR_ONION that breaks its checksum"
+	pf_sender_pin "$PF_PINNED_DOMAIN" "[$TOR_ONION]:25" "$PF_TYPO_DOMAIN" "[$typo]:25"
+	say "static map $PF_STATIC_MAP: $PF_PINNED_DOMAIN onionmx:[$TOR_ONION]:25, and (a typo) $PF_TYPO_DOMAIN onionmx:[$typo]:25"
 	dns_start
 	say "dnsmasq up on 127.0.0.1:$DNS_PORT"
 	tornet_wait_ready

@@ -28,6 +28,7 @@
 #   transport_route ADDR          what the sender's transport_maps answer for
 #                                 ADDR (full address, then domain), as
 #                                 "TABLE -> RESULT"; fails when none answers
+#                                 (1) or one has a lookup error (2)
 #   queue_ids / queue_has QID / queue_wait_empty [SECS] / queue_flush /
 #   queue_delete QID|ALL
 #   smtp_dialog PORT LINE...      talks SMTP to 127.0.0.1:PORT, prints the
@@ -198,7 +199,9 @@ mailbox_verbatim() {
 # transport_route ADDR: asks the tables of the sender's transport_maps in
 # Postfix's order (every table for the full address, then every table for
 # the domain; a socketmap or tcp table only for the full address), from the
-# queue directory as trivial-rewrite does (private/... sockets).
+# queue directory as trivial-rewrite does (private/... sockets). Status 1
+# when no table answers, 2 (and "TABLE[KEY] -> lookup error: ...") when one
+# fails, as a socketmap's TEMP does: Postfix then defers the mail.
 transport_route() {
 	local addr=$1 key t out tables
 	read -r -a tables <<<"$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr ',' ' ')"
@@ -208,6 +211,12 @@ transport_route() {
 			if out=$(cd "$SEND_DIR/queue" && postmap -c "$SEND_DIR/etc" -q "$key" "$t" 2>&1); then
 				echo "${t}[$key] -> $out"
 				return 0
+			fi
+			# Not found is silent; a lookup error (a socketmap's TEMP) stops
+			# Postfix's search as it stops this one.
+			if [[ -n $out ]]; then
+				echo "${t}[$key] -> lookup error: $(grep -m1 'warning: ' <<<"$out" | sed 's/^.*warning: //')"
+				return 2
 			fi
 		done
 	done
@@ -432,7 +441,7 @@ check_infra() {
 # Scenarios that need the real onionmx binary. The numbers are issue 4's.
 
 SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
-	dead_onion receiver_down invalid_onion
+	dead_onion receiver_down invalid_onion unusable_onion static_typo
 	check_ok check_partial check_tor_down relay_safe relay_open relay_picky)
 
 declare -A SCENARIO_DESC=(
@@ -447,6 +456,8 @@ declare -A SCENARIO_DESC=(
 	[dead_onion]="   onion without a descriptor: deferred"
 	[receiver_down]="   receiving MTA down: deferred, then delivered"
 	[invalid_onion]="   invalid onion key (F6): bounced"
+	[unusable_onion]="   v2/typo .onion recipients: 5.1.2 by onionmx, no DNS"
+	[static_typo]="   static map pins a typo: deferred, file:line, no DNS"
 	[check_ok]="   onionmx check: OK, EHLO and QUIT only"
 	[check_partial]="   onionmx check: a dead onion too: WARNING"
 	[check_tor_down]="   onionmx check: Tor client stopped: CRITICAL"
@@ -660,7 +671,7 @@ tor_down_while_stopped() {
 #    server answers NOTFOUND and the default transport (plain SMTP to the
 #    receiver, the "clear net" here) delivers it.
 scenario_no_srv() {
-	local rcpt=bob@clear.onionmx.test t line dmark route
+	local rcpt=bob@clear.onionmx.test t line dmark route rc
 	dmark=$(dns_mark)
 	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
 	line=$(wait_status "$t" "$rcpt" sent 60) || return 1
@@ -672,10 +683,8 @@ scenario_no_srv() {
 	# (The harness's own fake onionmx asks no DNS.)
 	is_selftest || dns_queries_since "$dmark" | grep -qF "query[SRV] _onion-mx._tcp.clear.onionmx.test " ||
 		fail "the lookup server did not ask for _onion-mx._tcp.clear.onionmx.test" || return 1
-	if route=$(transport_route "$rcpt"); then
-		fail "transport_maps answer for $rcpt: $route"
-		return 1
-	fi
+	route=$(transport_route "$rcpt") && rc=0 || rc=$?
+	((rc == 1)) || fail "transport_maps answer for $rcpt: $route" || return 1
 	mailbox_one bob "$t" >/dev/null || return 1
 }
 
@@ -834,6 +843,140 @@ scenario_invalid_onion() {
 	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
 	[[ $line == *" relay=onionmx,"* && $line == *"dsn=5."* ]] || fail "unexpected bounce: $line" || return 1
 	mailbox_one alice "$t" "$SEND_DIR" >/dev/null || fail "no bounce for $t in alice's mailbox" || return 1
+}
+
+# ---------------------------------------------------------------------------
+# Unusable onions (issue 9 cases 6 and 7): never a DNS query, never the
+# clear net.
+
+# onion_checksum_ok NAME: NAME ("<56>.onion") is version 3 and carries the
+# checksum of its key (rend-spec-v3 section 6: the first two bytes of
+# SHA3-256(".onion checksum" || key || 0x03)), computed here with base32
+# and openssl, independently of onionmx.
+onion_checksum_ok() {
+	local n=${1%.onion} raw calc
+	((${#n} == 56)) || return 1
+	raw=$(printf '%s' "${n^^}" | base32 -d 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+	((${#raw} == 70)) && [[ ${raw:68:2} == 03 ]] || return 1
+	calc=$({
+		printf '.onion checksum'
+		# shellcheck disable=SC2059 # the \x escapes are the point
+		printf "$(sed 's/../\\x&/g' <<<"${raw:0:64}03")"
+	} | openssl dgst -sha3-256 -r | cut -c1-4)
+	[[ $calc == "${raw:64:4}" ]]
+}
+
+# onion_typo ONION: ONION with two neighbouring characters of its key part
+# swapped, as a typist swaps them, at the first place from the sixth
+# character on where that breaks the checksum.
+onion_typo() {
+	local n=${1%.onion} i t
+	onion_checksum_ok "$1" || return 1
+	for ((i = 5; i < 50; i++)); do
+		[[ ${n:i:1} != "${n:i+1:1}" ]] || continue
+		t=${n:0:i}${n:i+1:1}${n:i:1}${n:i+2}.onion
+		if ! onion_checksum_ok "$t"; then
+			echo "$t"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# only_onionmx QID RCPT: every delivery attempt the sender logged for QID
+# and RCPT went to the onionmx transport: no smtp(8), no other relay.
+only_onionmx() {
+	local l
+	l=$(grep -F " $1: to=<$2>," "$SEND_DIR/maillog" | grep -vF " relay=onionmx,") || true
+	[[ -z $l ]] || fail "$2 went elsewhere than onionmx: $l" || return 1
+	l=$(grep -E " postfix/(smtp|lmtp)\[[0-9]+\]: $1: " "$SEND_DIR/maillog") || true
+	[[ -z $l ]] || fail "smtp(8) handled $1: $l" || return 1
+}
+
+# Recipients at .onion domains that are no usable v3 address: a v2 name,
+# the receiver's onion with a typo (checksum mismatch), and a subdomain of
+# each. The lookup server hands each to onionmx ("onionmx:", the domain
+# itself), which bounces it at once: relay=onionmx, dsn=5.1.2, "bad
+# destination DOMAIN: REASON" in the log and in the DSN. Not one DNS query
+# names a .onion, and smtp(8) never sees the mail.
+scenario_unusable_onion() {
+	local typo dmark i rcpt dom t line qid dsn route
+	typo=$(onion_typo "$TOR_ONION") || fail "no typo of $TOR_ONION breaks its checksum" || return 1
+	local rcpts=("bob@$DNS_V2_ONION" "bob@$typo" "bob@mail.$DNS_V2_ONION" "bob@smtp.$typo")
+	local reasons=('v2 onion address \(retired since Tor 0\.4\.6\)' 'onion address checksum mismatch \(typo\?\)'
+		'v2 onion address \(retired since Tor 0\.4\.6\)' 'onion address checksum mismatch \(typo\?\)')
+	local toks=()
+	dmark=$(dns_mark)
+	for rcpt in "${rcpts[@]}"; do
+		route=$(transport_route "$rcpt") || fail "transport_maps have no route for $rcpt: $route" || return 1
+		[[ $route == "socketmap:"*"[$rcpt] -> onionmx:" ]] || fail "not handed to onionmx by the lookup server: $route" || return 1
+		t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+		toks+=("$t")
+	done
+	say "  the lookup server answers 'onionmx:' for each of ${rcpts[*]}"
+	for i in "${!rcpts[@]}"; do
+		rcpt=${rcpts[i]} t=${toks[i]} dom=${rcpts[i]#*@}
+		line=$(wait_status "$t" "$rcpt" bounced 60) || return 1
+		say "  $(sed -E 's/.*(to=)/\1/' <<<"$line")"
+		[[ $line =~ \ relay=onionmx,\ .*\ dsn=5\.1\.2,\ status=bounced\ \(bad\ destination\ $(re_quote "$dom"):\ ${reasons[i]} ]] ||
+			fail "not bounced by onionmx with 5.1.2 and the reason /${reasons[i]}/: $line" || return 1
+		qid=$(mail_qid "$t")
+		only_onionmx "$qid" "$rcpt" || return 1
+		! queue_has "$qid" || fail "$qid is still queued" || return 1
+		dsn=$(mailbox_one alice "$t" "$SEND_DIR") || fail "no DSN for $t in alice's mailbox" || return 1
+		grep -q '^Status: 5\.1\.2' "$dsn" || fail "DSN $dsn without Status: 5.1.2" || return 1
+		grep -qF "Final-Recipient: rfc822; $rcpt" "$dsn" || fail "DSN $dsn does not name $rcpt" || return 1
+		tr -s '\n\t ' '   ' <"$dsn" | grep -qE "Diagnostic-Code: x-unix; bad destination $(re_quote "$dom"): ${reasons[i]}" ||
+			fail "DSN $dsn does not give the reason /bad destination $dom: ${reasons[i]}/" || return 1
+	done
+	no_dns_since "$dmark" '\.onion( |$)' ".onion names" || return 1
+	say "  4 bounces, each with its reason in the DSN; no DNS query for any .onion ($(dns_queries_since "$dmark" | grep -c . || true) queries in all)"
+}
+
+# A domain pinned in the static map to the receiver's onion with a typo
+# (PF_TYPO_DOMAIN, set up by run.sh): a configuration error. The lookup
+# server answers TEMP naming the map's file and line, so trivial-rewrite
+# cannot route the mail and Postfix defers it (relay=none, 4.3.0 "address
+# resolver failure"; the file:line is in trivial-rewrite's warning): never
+# smtp(8), never a DNS query. deliver itself, given the same map, defers
+# with 4.3.5 FILE:LINE too.
+scenario_static_typo() {
+	local rcpt="bob@$PF_TYPO_DOMAIN" typo ln entry dmark smark route rc t line qid out want
+	typo=$(onion_typo "$TOR_ONION") || fail "no typo of $TOR_ONION breaks its checksum" || return 1
+	ln=$(grep -nE "^$(re_quote "$PF_TYPO_DOMAIN")[[:space:]]" "$PF_STATIC_MAP" | cut -d: -f1)
+	[[ -n $ln ]] || fail "$PF_TYPO_DOMAIN is not in $PF_STATIC_MAP" || return 1
+	entry=$(sed -n "${ln}p" "$PF_STATIC_MAP")
+	[[ $entry == "$PF_TYPO_DOMAIN"$'\t'"onionmx:[$typo]:25" ]] || fail "unexpected map line $ln: $entry" || return 1
+	want="$(re_quote "$PF_STATIC_MAP"):$ln: $(re_quote "$PF_TYPO_DOMAIN"): nexthop \[$(re_quote "$typo")\]:25: onion address checksum mismatch"
+	say "  $PF_STATIC_MAP:$ln: $entry"
+	dmark=$(dns_mark)
+	smark=$(log_lines "$SEND_DIR/maillog")
+	route=$(transport_route "$rcpt") && rc=0 || rc=$?
+	((rc == 2)) && [[ $route == "socketmap:"*"[$rcpt] -> lookup error: "* && $route =~ temporary\ error:\ $want ]] ||
+		fail "the lookup server does not answer TEMP naming $PF_STATIC_MAP:$ln (status $rc): $route" || return 1
+	say "  $route"
+	t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+	line=$(wait_status "$t" "$rcpt" deferred 60) || return 1
+	say "  $(sed -E 's/.*(to=)/\1/' <<<"$line")"
+	[[ $line == *" relay=none, "*" dsn=4.3.0, status=deferred (address resolver failure)" ]] ||
+		fail "not deferred by the resolver: $line" || return 1
+	tail -n +"$((smark + 1))" "$SEND_DIR/maillog" | grep -qE " postfix/trivial-rewrite\[[0-9]+\]: warning: socketmap:[^ ]* socketmap server temporary error: $want" ||
+		fail "trivial-rewrite did not log the lookup server's TEMP naming $PF_STATIC_MAP:$ln" || return 1
+	qid=$(mail_qid "$t")
+	queue_has "$qid" || fail "$qid is no longer queued" || return 1
+	line=$(grep -F " $qid: to=<$rcpt>," "$SEND_DIR/maillog" | grep -vF " relay=none,") || true
+	[[ -z $line ]] || fail "$qid went to a transport: $line" || return 1
+	(($(mailbox_count bob "$t") == 0)) || fail "$t reached the receiver" || return 1
+	(($(mailbox_count alice "$t" "$SEND_DIR") == 0)) || fail "a bounce for $t" || return 1
+	# deliver, given the map (--map) and the domain, says the same.
+	out=$("$WORK/onionmx" deliver --socks "127.0.0.1:$TOR_SOCKS_PORT" --dns "127.0.0.1:$DNS_PORT" \
+		--map "$PF_STATIC_MAP" -f alice@send.onionmx.test -- "$rcpt" <"$WORK/msgs/$t.eml" 2>&1) && rc=0 || rc=$?
+	say "  onionmx deliver --map $PF_STATIC_MAP -- $rcpt: exit $rc: $out"
+	[[ ($rc == 75 || $rc == 78) && $out =~ ^4\.3\.5\ $want ]] ||
+		fail "deliver does not defer with 4.3.5 naming $PF_STATIC_MAP:$ln" || return 1
+	no_dns_since "$dmark" "$(re_quote "$PF_TYPO_DOMAIN")|\\.onion( |\$)" "$PF_TYPO_DOMAIN or a .onion" || return 1
+	queue_delete "$qid"
+	say "  deferred, never sent; no DNS query ($(dns_queries_since "$dmark" | grep -c . || true) in all); $qid removed"
 }
 
 # ---------------------------------------------------------------------------
