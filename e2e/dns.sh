@@ -15,7 +15,7 @@
 #   clear.onionmx.test    -> no SRV record: NXDOMAIN/no data, default transport
 #   pinned.onionmx.test   -> no record either: the sender's static map pins
 #                            it, and no query may be made for it; the same
-#                            for typo.onionmx.test
+#                            for relayed.onionmx.test and typo.onionmx.test
 # Extra records: DNS_EXTRA_ARGS=(--srv-host=... ...) before dns_start.
 
 # A valid v3 address of a real ed25519 key (made once with openssl; the

@@ -80,7 +80,7 @@ alloc_ports() {
 # leaving their system services running (a policy-rc.d that refuses to
 # start anything during the install, and a stop afterwards for good measure).
 ensure_packages() {
-	local want=(tor postfix dnsmasq bind9-dnsutils) missing=() p
+	local want=(tor postfix dnsmasq bind9-dnsutils strace) missing=() p
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
@@ -131,8 +131,8 @@ stop_system_services() {
 # $WORK/pids as "NAME PIDFILE" so that cleanup (and `run.sh --down`) can stop
 # exactly those processes and nothing else.
 
-register_pidfile() { # NAME PIDFILE
-	echo "$1 $2" >>"$WORK/pids"
+register_pidfile() { # NAME PIDFILE (once: a Postfix started again is listed once)
+	grep -qxF "$1 $2" "$WORK/pids" 2>/dev/null || echo "$1 $2" >>"$WORK/pids"
 }
 
 pid_of() { # PIDFILE -> pid, if the file holds a live one

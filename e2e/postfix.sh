@@ -5,9 +5,10 @@
 #   receiver  $WORK/recv  myhostname recv.onionmx.test; smtpd on
 #             127.0.0.1:$RECV_SMTP_PORT only (the onion service points there);
 #             virtual mailboxes for bob@ (and postmaster@) in the domains
-#             recv.onionmx.test, clear.onionmx.test, pinned.onionmx.test
-#             (no DNS record: the sender's static map pins it to the onion,
-#             pf_sender_pin) and the onion name itself
+#             recv.onionmx.test, clear.onionmx.test, pinned.onionmx.test and
+#             relayed.onionmx.test (no DNS record: the sender's static map
+#             pins them to the onion's ports 25 and 26, pf_sender_pin) and
+#             the onion name itself
 #             (added with pf_receiver_add_domain once Tor has made it),
 #             delivered as Maildir under $WORK/recv/mail/; unknown users get
 #             550 5.1.1 at RCPT; no trusted networks, so not an open relay
@@ -46,6 +47,10 @@ PF_PINNED_DOMAIN=pinned.onionmx.test
 # characters swapped, onion_typo): a configuration error, whose mail must
 # wait, never leave by the default transport (issue 9 case 7).
 PF_TYPO_DOMAIN=typo.onionmx.test
+# The domain the static map pins to the onion's port 26, where the
+# postfix_stop scenario's pausing relay (pause-relay.pl) listens when it
+# runs, in front of the receiver's port-25 smtpd.
+PF_RELAYED_DOMAIN=relayed.onionmx.test
 
 PF_DIST_MASTER=/usr/share/postfix/master.cf.dist
 [[ -f $PF_DIST_MASTER ]] || PF_DIST_MASTER=/etc/postfix/master.cf
@@ -82,9 +87,12 @@ pf_common() {
 		virtual_mailbox_maps = texthash:$dir/etc/vmailbox
 		virtual_uid_maps = static:$(id -u nobody)
 		virtual_gid_maps = static:$(id -g nobody)
-		# Room for the 10 MiB attachment (about 14 MB in base64) on both
-		# sides; virtual_mailbox_limit (51200000) stays above it.
-		message_size_limit = 31457280
+		# Room on both sides for postfix_stop's message, 40 MiB of random
+		# bytes in base64 (about 56 MB: far more than the buffers of
+		# the way to the receiver hold), and big_message's 10 MiB
+		# attachment; a mailbox holds more than one such message.
+		message_size_limit = 83886080
+		virtual_mailbox_limit = 167772160
 		# Short retry times so that deferred mail is retried within a test.
 		queue_run_delay = 10s
 		minimal_backoff_time = 10s
@@ -99,7 +107,7 @@ pf_common() {
 pf_setup_receiver() {
 	RECV_DIR=$WORK/recv
 	pf_common "$RECV_DIR" recv.onionmx.test
-	local d domains="recv.onionmx.test clear.onionmx.test $PF_PINNED_DOMAIN"
+	local d domains="recv.onionmx.test clear.onionmx.test $PF_PINNED_DOMAIN $PF_RELAYED_DOMAIN"
 	cat >>"$RECV_DIR/etc/main.cf" <<-EOF
 		mydestination =
 		virtual_mailbox_domains = ${domains// /, }

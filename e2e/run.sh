@@ -145,8 +145,9 @@ up() {
 
 	local ports t_up0 typo
 	t_up0=$(date +%s.%N)
-	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 6)))"
-	RECV_PICKY_PORT=${ports[-4]}
+	read -r -a ports <<<"$(alloc_ports $((2 * TOR_NAUTH + TOR_NRELAY + 7)))"
+	RECV_PICKY_PORT=${ports[-5]}
+	RECV_RELAY_PORT=${ports[-4]}
 	RECV_OPEN_PORT=${ports[-3]}
 	RECV_SMTP_PORT=${ports[-2]}
 	DNS_PORT=${ports[-1]}
@@ -165,8 +166,9 @@ up() {
 	PF_JOB=
 	pf_receiver_add_domain "$TOR_ONION"
 	typo=$(onion_typo "$TOR_ONION") || die "no typo of $TOR_ONION that breaks its checksum"
-	pf_sender_pin "$PF_PINNED_DOMAIN" "[$TOR_ONION]:25" "$PF_TYPO_DOMAIN" "[$typo]:25"
-	say "static map $PF_STATIC_MAP: $PF_PINNED_DOMAIN onionmx:[$TOR_ONION]:25, and (a typo) $PF_TYPO_DOMAIN onionmx:[$typo]:25"
+	pf_sender_pin "$PF_PINNED_DOMAIN" "[$TOR_ONION]:25" "$PF_RELAYED_DOMAIN" "[$TOR_ONION]:26" \
+		"$PF_TYPO_DOMAIN" "[$typo]:25"
+	say "static map $PF_STATIC_MAP: $PF_PINNED_DOMAIN onionmx:[$TOR_ONION]:25, $PF_RELAYED_DOMAIN onionmx:[$TOR_ONION]:26, and (a typo) $PF_TYPO_DOMAIN onionmx:[$typo]:25"
 	dns_start
 	say "dnsmasq up on 127.0.0.1:$DNS_PORT"
 	tornet_wait_ready
@@ -187,7 +189,7 @@ write_env() {
 		export TOR_DIR=$TOR_DIR TOR_ONION=$TOR_ONION
 		export TOR_SOCKS_PORT=$TOR_SOCKS_PORT TOR_CONTROL_PORT=$TOR_CONTROL_PORT
 		export RECV_SMTP_PORT=$RECV_SMTP_PORT RECV_OPEN_PORT=$RECV_OPEN_PORT DNS_PORT=$DNS_PORT
-		export RECV_PICKY_PORT=$RECV_PICKY_PORT
+		export RECV_RELAY_PORT=$RECV_RELAY_PORT RECV_PICKY_PORT=$RECV_PICKY_PORT
 		export ONIONMX=$WORK/onionmx PF_STATIC_MAP=$PF_STATIC_MAP
 		E2E_DIR=$E2E_DIR
 		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
@@ -199,7 +201,8 @@ print_env() {
 		onionmx e2e environment is up. Work directory: $WORK
 		  onion service        $TOR_ONION  (port 25 -> 127.0.0.1:$RECV_SMTP_PORT,
 		                       port 2525 -> 127.0.0.1:$RECV_OPEN_PORT, the deliberately open relay,
-		                       port 2526 -> 127.0.0.1:$RECV_PICKY_PORT, open but refusing the probe's sender)
+		                       port 2526 -> 127.0.0.1:$RECV_PICKY_PORT, open but refusing the probe's sender,
+		                       port 26 -> 127.0.0.1:$RECV_RELAY_PORT, postfix_stop's pausing relay to port 25, when it runs)
 		  Tor SocksPort        127.0.0.1:$TOR_SOCKS_PORT (ExtendedErrors)
 		  Tor ControlPort      127.0.0.1:$TOR_CONTROL_PORT (cookie $TOR_DIR/client/control_auth_cookie)
 		  dnsmasq              127.0.0.1:$DNS_PORT  (log $WORK/dns/dnsmasq.log)

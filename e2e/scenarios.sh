@@ -441,7 +441,7 @@ check_infra() {
 # Scenarios that need the real onionmx binary. The numbers are issue 4's.
 
 SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
-	dead_onion receiver_down invalid_onion unusable_onion static_typo
+	dead_onion receiver_down invalid_onion unusable_onion static_typo postfix_stop
 	check_ok check_partial check_tor_down relay_safe relay_open relay_picky)
 
 declare -A SCENARIO_DESC=(
@@ -458,6 +458,7 @@ declare -A SCENARIO_DESC=(
 	[invalid_onion]="   invalid onion key (F6): bounced"
 	[unusable_onion]="   v2/typo .onion recipients: 5.1.2 by onionmx, no DNS"
 	[static_typo]="   static map pins a typo: deferred, file:line, no DNS"
+	[postfix_stop]="   postfix stop mid-DATA: no dot; restarted: one copy"
 	[check_ok]="   onionmx check: OK, EHLO and QUIT only"
 	[check_partial]="   onionmx check: a dead onion too: WARNING"
 	[check_tor_down]="   onionmx check: Tor client stopped: CRITICAL"
@@ -843,6 +844,219 @@ scenario_invalid_onion() {
 	say "  $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
 	[[ $line == *" relay=onionmx,"* && $line == *"dsn=5."* ]] || fail "unexpected bounce: $line" || return 1
 	mailbox_one alice "$t" "$SEND_DIR" >/dev/null || fail "no bounce for $t in alice's mailbox" || return 1
+}
+
+# ---------------------------------------------------------------------------
+# postfix stop in the middle of a delivery (issue 9 case 1).
+
+# onionmx_procs [COMMAND]: the pids of this run's onionmx processes (those
+# of COMMAND only: deliver, socketmap), from /proc.
+onionmx_procs() {
+	local p cmd
+	for p in /proc/[0-9]*; do
+		cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+		[[ $cmd == "$WORK/onionmx ${1:-}"* ]] && echo "${p#/proc/}"
+	done
+	return 0
+}
+# proc_ppid PID / proc_io PID rchar|wchar / proc_start PID (its start time,
+# which tells a process from a later one that got its pid).
+proc_ppid() { awk '$1 == "PPid:" { print $2 }' "/proc/$1/status" 2>/dev/null; }
+proc_io() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io" 2>/dev/null; }
+proc_start() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+proc_alive() { [[ -n $2 && $(proc_start "$1") == "$2" ]]; }
+proc_gone() { ! proc_alive "$@"; }
+
+# body_sha256 FILE: the sha256 of FILE's body (after the first empty line).
+body_sha256() { sed '1,/^$/d' "$1" | sha256sum | cut -d' ' -f1; }
+
+# A 56 MB message (40 MiB of random bytes in base64) to
+# bob@relayed.onionmx.test, which the static map pins to the onion's port
+# 26: there pause-relay.pl relays to the receiver's smtpd, and stops
+# reading once 64 KiB have come, which is inside the body. onionmx's writes
+# block once the buffers on the way are full (Tor's and the kernel's: 8 to
+# 27 MB were seen, hence the size), while pipe(8) still has most of the
+# message to give: "still streaming" is a fact, not a race (checked:
+# onionmx has read less than the message, and writes no more). Then `postfix stop` the sender: master
+# SIGTERMs its process group, pipe(8) dies, onionmx, in its own session,
+# survives. The relay goes on; onionmx reads what pipe(8) had written, then
+# end of file, and must not send the final dot: it exits (75, as strace
+# sees it) and the receiver's session ends "lost connection after DATA"
+# with nothing queued. Then `postfix start` and a flush: the receiver has
+# exactly one copy, byte for byte (and the body's sha256), no bounce, no
+# onionmx left over. The success line ends in ":26".
+scenario_postfix_stop() {
+	local rc=0
+	PFS_PID= PFS_START= PFS_STRACE= PFS_RELAY=$WORK/relay
+	pfstop_run || rc=1
+	# Whatever happened: the relay lets everything through and stops, the
+	# sender runs, and the onionmx this scenario orphaned is gone.
+	touch "$PFS_RELAY/go" 2>/dev/null || true
+	pid_of "$SEND_DIR/queue/pid/master.pid" >/dev/null || pf_start "$SEND_DIR"
+	if proc_alive "$PFS_PID" "$PFS_START"; then
+		wait_for 30 "the orphaned onionmx $PFS_PID to exit" proc_gone "$PFS_PID" "$PFS_START" || {
+			say "  the orphaned onionmx $PFS_PID is still running: TERM"
+			kill -TERM "$PFS_PID" 2>/dev/null || true
+		}
+		rc=1
+	fi
+	[[ -z $PFS_STRACE ]] || kill "$PFS_STRACE" 2>/dev/null || true
+	stop_pidfile pause-relay "$PFS_RELAY/pid"
+	return "$rc"
+}
+
+pfstop_run() {
+	local rcpt="bob@$PF_RELAYED_DOMAIN" t f bin b rmark qid size ppid spid rq r w w0 i n line rqid file files out st paused
+	local bad=()
+	rm -rf "$PFS_RELAY"
+	mkdir -p "$PFS_RELAY" "$WORK/msgs"
+	register_pidfile pause-relay "$PFS_RELAY/pid"
+	perl "$E2E_DIR/pause-relay.pl" "$RECV_RELAY_PORT" "$RECV_SMTP_PORT" $((64 * 1024)) "$PFS_RELAY" \
+		</dev/null >"$PFS_RELAY/log" 2>&1 &
+	wait_for 10 "the pausing relay on $RECV_RELAY_PORT" smtp_listening "$RECV_RELAY_PORT" ||
+		fail "the pausing relay does not answer on $RECV_RELAY_PORT: $(cat "$PFS_RELAY/log")" || return 1
+	rm -f "$PFS_RELAY/paused" # smtp_listening went through it (a session, no DATA)
+
+	t=$(new_token)
+	f=$WORK/msgs/$t.eml bin=$WORK/msgs/$t.bin b="=_onionmx_e2e_$t"
+	head -c $((40 * 1024 * 1024)) /dev/urandom >"$bin"
+	{
+		msg_headers alice@send.onionmx.test "$t" "$rcpt"
+		printf 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="%s"\n\n' "$b"
+		printf 'This is a multi-part message in MIME format.\n\n--%s\n' "$b"
+		printf 'Content-Type: text/plain; charset=us-ascii\n\ntoken %s\n\n--%s\n' "$t" "$b"
+		printf 'Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n'
+		base64 -w 76 "$bin"
+		printf '\n--%s--\n' "$b"
+	} >"$f"
+	rm -f "$bin"
+	rmark=$(recv_mark)
+	say "  sending $(stat -c %s "$f") bytes to $rcpt, body sha256 $(body_sha256 "$f" | cut -c1-16)..."
+	mail_submit "$f" alice@send.onionmx.test "$rcpt" || return 1
+	qid=$(mail_qid "$t") || return 1
+
+	# The relay pauses after 1 MiB; onionmx deliver, child of pipe(8),
+	# then writes no more (for a second; 30 s at most).
+	wait_for 60 "the relay to pause" test -s "$PFS_RELAY/paused" || fail "the relay never paused" || return 1
+	paused=$(cat "$PFS_RELAY/paused")
+	PFS_PID=$(onionmx_procs deliver)
+	[[ -n $PFS_PID && $PFS_PID != *$'\n'* ]] || fail "not one onionmx deliver process: '${PFS_PID//$'\n'/ }'" || return 1
+	PFS_START=$(proc_start "$PFS_PID")
+	ppid=$(proc_ppid "$PFS_PID")
+	[[ $(cat "/proc/$ppid/comm" 2>/dev/null) == pipe ]] || fail "onionmx $PFS_PID's parent $ppid is not pipe(8)" || return 1
+	w0=-1 n=0
+	for ((i = 0; i < 300 && n < 10; i++)); do
+		w=$(proc_io "$PFS_PID" wchar)
+		if [[ $w == "$w0" ]]; then n=$((n + 1)); else n=0 w0=$w; fi
+		sleep 0.1
+	done
+	((n >= 10)) || fail "onionmx kept writing for 30 s to a paused relay" || return 1
+	size=$(sed -nE "s/.* postfix\/qmgr\[[0-9]+\]: $qid: from=<[^>]*>, size=([0-9]+),.*/\1/p" "$SEND_DIR/maillog" | head -1)
+	r=$(proc_io "$PFS_PID" rchar)
+	[[ -n $size && -n $r ]] && ((r < size)) ||
+		fail "onionmx had read ${r:-?} bytes of the ${size:-?}-byte message when its writes blocked: not streaming any more" || return 1
+	wait_for 10 "the receiver's smtpd to log the transaction" pfstop_recv_client "$rmark" ||
+		fail "the receiver's smtpd logged no transaction" || return 1
+	read -r spid rq <<<"$(pfstop_recv_client "$rmark")"
+	say "  the relay paused after $paused bytes; onionmx $PFS_PID (child of pipe(8) $ppid) is blocked in DATA, having read $r of the $size bytes and written $w0; receiver: smtpd[$spid], $rq"
+
+	pf_stop "$SEND_DIR"
+	! pid_of "$SEND_DIR/queue/pid/master.pid" >/dev/null || fail "the sender's master still runs" || return 1
+	! kill -0 "$ppid" 2>/dev/null || fail "pipe(8) $ppid survived postfix stop" || return 1
+	proc_alive "$PFS_PID" "$PFS_START" || fail "onionmx $PFS_PID did not survive postfix stop (it should: its own session)" || return 1
+	say "  postfix stop: master and pipe(8) gone; onionmx $PFS_PID lives on, its parent now $(proc_ppid "$PFS_PID")"
+	if command -v strace >/dev/null 2>&1; then
+		strace -q -e trace=none -o "$WORK/postfix_stop.strace" -p "$PFS_PID" 2>/dev/null &
+		PFS_STRACE=$!
+		wait_for 10 "strace to attach to $PFS_PID" pfstop_traced "$PFS_PID" || say "  (strace did not attach: the exit status will not be known)"
+	fi
+	touch "$PFS_RELAY/go"
+	wait_for 60 "the orphaned onionmx $PFS_PID to exit" proc_gone "$PFS_PID" "$PFS_START" ||
+		fail "the orphaned onionmx $PFS_PID did not exit within 60 s of the relay going on" || return 1
+	PFS_START=
+	if [[ -n $PFS_STRACE ]]; then
+		wait "$PFS_STRACE" 2>/dev/null || true
+		PFS_STRACE=
+		st=$(sed -nE 's/^\+\+\+ exited with ([0-9]+) \+\+\+$/\1/p; s/^\+\+\+ killed by (SIG[A-Z0-9]+).*/\1/p' "$WORK/postfix_stop.strace" | tail -1)
+		say "  the orphaned onionmx exited: ${st:-status unknown} ($(tail -1 "$WORK/postfix_stop.strace" 2>/dev/null))"
+		[[ -z $st || $st == 75 ]] || bad+=("the orphaned onionmx exited with $st, not 75 (EX_TEMPFAIL)")
+	fi
+	# The receiver: that session ended without a message.
+	wait_for 20 "smtpd[$spid] to end its session" pfstop_recv_ended "$rmark" "$spid" ||
+		fail "the receiver's smtpd[$spid] did not end its session" || return 1
+	out=$(recv_since "$rmark" | grep -E "postfix/smtpd\[$spid\]: " | grep -E 'lost connection|disconnect from' | sed 's/^.*\]: //')
+	say "  receiver: $(paste -sd ';' <<<"$out")"
+	if ! grep -qE "^lost connection after DATA \([0-9]+ bytes\) from " <<<"$out" ||
+		! grep -qE '^disconnect from .* data=0/1 ' <<<"$out" ||
+		grep -qE " postfix/qmgr\[[0-9]+\]: $rq: from=<" "$RECV_DIR/maillog"; then
+		line=$(grep -E " postfix/qmgr\[[0-9]+\]: $rq: from=<" "$RECV_DIR/maillog" | sed -E 's/^.*(size=[0-9]+).*/\1/')
+		bad+=("the orphaned onionmx ended the session with the final dot: the receiver queued $rq (${line:-?}; the message is $size bytes)")
+	fi
+
+	# Postfix again: the message is still queued, and is sent once, whole.
+	pf_start "$SEND_DIR"
+	queue_flush
+	line=$(wait_status "$t" "$rcpt" sent 120) || return 1
+	say "  after postfix start: $(sed -E 's/.*(relay=)/\1/' <<<"$line")"
+	wait_for 20 "the receiver to deliver what it queued of $t" pfstop_recv_delivered "$t" || true
+	files=$(mailbox_files bob "$t")
+	n=$(grep -c . <<<"$files" || true)
+	if ((n != 1)); then
+		for file in $files; do
+			say "    copy $(basename "$file"): $(stat -c %s "$file") bytes, body sha256 $(body_sha256 "$file" | cut -c1-16)..."
+		done
+		bad+=("the receiver has $n copies of $t, not exactly one")
+	fi
+	if ((${#bad[@]})); then
+		for i in "${bad[@]}"; do fail "$i"; done
+		return 1
+	fi
+	rqid=$(check_sent "$line" "$t" "$TOR_ONION:26") || return 1
+	file=$(mailbox_one bob "$t") || return 1
+	mailbox_verbatim "$file" "$f" || return 1
+	[[ $(body_sha256 "$file") == "$(body_sha256 "$f")" ]] || fail "the delivered body's sha256 is not the sent one's" || return 1
+	say "  one copy ($rqid), body sha256 $(body_sha256 "$file" | cut -c1-16)... as sent"
+	(($(status_count "$qid" "$rcpt" sent) == 1)) || fail "$qid logged status=sent $(status_count "$qid" "$rcpt" sent) times" || return 1
+	(($(status_count "$qid" "$rcpt" bounced) == 0)) || fail "$qid bounced" || return 1
+	! grep -qF "$qid: sender non-delivery notification" "$SEND_DIR/maillog" || fail "a bounce for $qid" || return 1
+	(($(mailbox_count alice "$t" "$SEND_DIR") == 0)) || fail "a bounce for $t in alice's mailbox" || return 1
+	wait_for 10 "no onionmx deliver, no orphaned onionmx" pfstop_none_left || {
+		for i in $(onionmx_procs); do
+			say "    left: $i (parent $(proc_ppid "$i")): $(tr '\0' ' ' <"/proc/$i/cmdline" 2>/dev/null)"
+		done
+		fail "onionmx processes left over"
+		return 1
+	}
+	say "  no bounce; no onionmx deliver left, no orphaned onionmx"
+	rm -f "$f"
+}
+
+# pfstop_none_left: no onionmx deliver runs, and no onionmx at all (a
+# socketmap server too) that lost its parent.
+pfstop_none_left() {
+	local p
+	[[ -z $(onionmx_procs deliver) ]] || return 1
+	for p in $(onionmx_procs); do
+		[[ $(proc_ppid "$p") != 1 ]] || return 1
+	done
+}
+pfstop_traced() { awk '$1 == "TracerPid:" { exit $2 == 0 }' "/proc/$1/status"; }
+# pfstop_recv_client MARK: "SMTPD_PID QID" of the transaction the receiver
+# opened since MARK.
+pfstop_recv_client() {
+	local l
+	l=$(recv_since "$1" | sed -nE 's/.* postfix\/smtpd\[([0-9]+)\]: ([0-9A-F]+): client=.*/\1 \2/p' | head -1)
+	[[ -n $l ]] && echo "$l"
+}
+pfstop_recv_ended() { recv_since "$1" | grep -qE "postfix/smtpd\[$2\]: disconnect from "; }
+# pfstop_recv_delivered TOKEN: every copy of TOKEN the receiver queued is
+# delivered (or gone), and its queue is empty.
+pfstop_recv_delivered() {
+	local q
+	for q in $(recv_queued_qids "$1"); do
+		grep -qE " $q: removed\$" "$RECV_DIR/maillog" || return 1
+	done
+	recv_queue_is_empty
 }
 
 # ---------------------------------------------------------------------------

@@ -18,10 +18,11 @@
 #                       same torrc and wait for a working onion connection
 #
 # Variables set: TOR_SOCKS_PORT, TOR_CONTROL_PORT, TOR_ONION (xyz.onion),
-# TOR_DIR. Needs: RECV_SMTP_PORT, RECV_OPEN_PORT and RECV_PICKY_PORT (where
-# the onion service's ports 25, 2525 and 2526 point: the receiver's safe
-# smtpd, its deliberately open one, and an open one that refuses the relay
-# test's probe sender), ports taken from alloc_ports.
+# TOR_DIR. Needs: RECV_SMTP_PORT, RECV_OPEN_PORT, RECV_PICKY_PORT and
+# RECV_RELAY_PORT (where the onion service's ports 25, 2525, 2526 and 26
+# point: the receiver's safe smtpd, its deliberately open one, an open one
+# that refuses the relay test's probe sender, and the postfix_stop
+# scenario's pausing relay to port 25), ports taken from alloc_ports.
 
 E2E_DIR=${E2E_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 
@@ -119,6 +120,7 @@ tornet_init() {
 		HiddenServicePort 25 127.0.0.1:$RECV_SMTP_PORT
 		HiddenServicePort 2525 127.0.0.1:$RECV_OPEN_PORT
 		HiddenServicePort 2526 127.0.0.1:$RECV_PICKY_PORT
+		HiddenServicePort 26 127.0.0.1:$RECV_RELAY_PORT
 		Log info file $TOR_DIR/hs/info.log
 	EOF
 	tornet_write_torrc client "$common" <<-EOF
