@@ -122,8 +122,6 @@ func runDeliver(c *cli.Context) error {
 		// pipe(8) writes the message; trust its end only if pipe(8)
 		// did not die in the middle of it.
 		body = parent.Guard(f)
-		// Writing the outcome to a pipe(8) that is gone must not kill us.
-		signal.Ignore(syscall.SIGPIPE)
 	}
 	ctx := interruptible(c.Context)
 	res, err := client.Deliver(ctx, c.String("nexthop"), &deliver.Message{
@@ -146,18 +144,33 @@ func runDeliver(c *cli.Context) error {
 	return nil
 }
 
-// interruptible returns a context that SIGTERM, SIGHUP, SIGINT or SIGQUIT
-// cancels, the signal's name as the cause: deliver then stops before the
-// final dot, or waits for the reply after it, and the outcome is one
-// 4.x.y line and exit 75. The signals stay caught until the process
-// exits: a second one is ignored, and none kills it (Go's default action
-// would exit with status 2 or by the signal, and pipe(8) bounces on 2).
+// signals are the signals deliver catches, from the start of the process
+// (catchSignals) or from interruptible.
+var signals chan os.Signal
+
+// catchSignals catches SIGTERM, SIGHUP, SIGINT and SIGQUIT for deliver,
+// and ignores SIGPIPE: writing the outcome to a pipe(8) that is gone must
+// not kill it. They stay caught until the process exits: a second signal
+// is ignored, and none kills it (Go's default action would exit with
+// status 2 or by the signal, and pipe(8) bounces on 2).
+func catchSignals() {
+	if signals != nil {
+		return
+	}
+	signals = make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
+	signal.Ignore(syscall.SIGPIPE)
+}
+
+// interruptible returns a context that the first caught signal cancels,
+// the signal's name as the cause: deliver then stops before the final
+// dot, or waits for the reply after it, and the outcome is one 4.x.y line
+// and exit 75. A signal that came earlier cancels it at once.
 func interruptible(ctx context.Context) context.Context {
+	catchSignals()
 	ctx, cancel := context.WithCancelCause(ctx)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
 	go func() {
-		s := <-sigs
+		s := <-signals
 		cancel(errors.New(unix.SignalName(s.(syscall.Signal))))
 	}()
 	return ctx

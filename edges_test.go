@@ -4,16 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onionmx/onionmx/internal/dnstest"
 
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
@@ -548,4 +555,259 @@ func TestSuccessLineFitsPostfixLog(t *testing.T) {
 			t.Errorf("Postfix would log %q: want %s and %s in it", logged, onion, id)
 		}
 	}
+}
+
+// TestEHLORefusedFallsBackToHELO: as Postfix's smtp(8), any refusal of
+// EHLO but 421 falls back to HELO, and any 2xx is a success. (go-smtp's
+// client falls back only after 500 and 502, and wants 250.)
+func TestEHLORefusedFallsBackToHELO(t *testing.T) {
+	for _, ehlo := range []string{"500 5.5.1 what", "501 5.5.4 syntax", "504 5.5.2 no", "550 5.7.1 not you", "554 5.7.1 no ESMTP", "451 4.3.0 later", "252 fine, I guess"} {
+		s := newScriptServer(t, "220 mx.test ESMTP", func(verb string) string {
+			if verb == "EHLO" {
+				return ehlo
+			}
+			return esmtp(verb)
+		})
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+		if r.code != 0 || len(s.received()) != 1 {
+			t.Errorf("EHLO answered %q: exit %d, %q; want delivered", ehlo, r.code, r.out)
+		}
+	}
+	s := newScriptServer(t, "220 mx.test ESMTP", func(verb string) string {
+		if verb == "EHLO" {
+			return "421 4.3.2 closing"
+		}
+		return esmtp(verb)
+	})
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r.deferred(t, "4.3.2")
+}
+
+// TestGreetingWithOurName: a greeting that names us is no loop (smtp(8)
+// only warns about it); the name in the reply to EHLO decides.
+func TestGreetingWithOurName(t *testing.T) {
+	s := newScriptServer(t, "220 sender.test ESMTP", esmtp)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	if r.code != 0 {
+		t.Fatalf("exit %d, %q; want delivered", r.code, r.out)
+	}
+	s = newScriptServer(t, "220 mx.test ESMTP", func(verb string) string {
+		if verb == "EHLO" {
+			return "250-sender.test\r\n250 8BITMIME"
+		}
+		return esmtp(verb)
+	})
+	r = runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	if r.code != 69 || !strings.HasPrefix(r.out, "5.4.6 ") {
+		t.Fatalf("EHLO names us: exit %d, %q; want 5.4.6", r.code, r.out)
+	}
+}
+
+// TestNextTargetAfterSoftFailure: until DATA the message is untouched, so
+// a temporary failure at MAIL, RCPT or DATA, or a connection lost after
+// EHLO, tries the next SRV target, as smtp(8) keeps the recipients for the
+// next server.
+func TestNextTargetAfterSoftFailure(t *testing.T) {
+	for _, fail := range []struct{ verb, reply string }{
+		{"MAIL", "451 4.3.0 queue file write error"},
+		{"RCPT", "452 4.2.2 mailbox full"},
+		{"DATA", "451 4.3.0 not now"},
+		{"MAIL", ""}, // the connection closes
+	} {
+		primary := newScriptServer(t, "220 primary.test ESMTP", func(verb string) string {
+			if verb == fail.verb {
+				return fail.reply
+			}
+			return esmtp(verb)
+		})
+		backup := newScriptServer(t, "220 backup.test ESMTP", esmtp)
+		o1, o2 := newOnionName(), newOnionName()
+		socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
+			if r.Host == o1 {
+				return sockstest.Response{Dial: primary.Addr}
+			}
+			return sockstest.Response{Dial: backup.Addr}
+		})
+		dns := dnstest.New(t)
+		dns.SetSRV("_onion-mx._tcp.recv.test.", dnstest.SRV{Priority: 0, Weight: 1, Port: 25, Target: o1 + "."},
+			dnstest.SRV{Priority: 10, Weight: 1, Port: 25, Target: o2 + "."})
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), "-f", "a@sender.test", "--socks", socks.Addr,
+			"--helo", "sender.test", "--dns", dns.Addr(), "--timeout", "30s", "--", "user@recv.test")
+		if r.code != 0 || len(backup.received()) != 1 || len(primary.received()) != 0 {
+			t.Errorf("primary answers %s with %q: exit %d, %q, backup got %d; want delivered by the backup", fail.verb, fail.reply, r.code, r.out, len(backup.received()))
+		}
+	}
+}
+
+// TestTLSMayBrokenAfterHandshake: with --tls may, TLS that breaks after a
+// successful handshake, before the message is touched, is tried again in
+// plaintext on a new connection: --tls none would deliver.
+func TestTLSMayBrokenAfterHandshake(t *testing.T) {
+	cfg := smtptest.SelfSignedTLS(t)
+	for _, after := range []string{"close", "garbage"} {
+		var mu sync.Mutex
+		delivered := 0
+		raw := smtptest.NewRaw(t, func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			io.WriteString(c, "220 mx.test ESMTP\r\n")
+			br := bufio.NewReader(c)
+			inData := false
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				switch {
+				case inData && l == ".\r\n":
+					inData = false
+					mu.Lock()
+					delivered++
+					mu.Unlock()
+					io.WriteString(c, "250 2.0.0 Ok: queued\r\n")
+				case inData:
+				case strings.HasPrefix(l, "EHLO"):
+					io.WriteString(c, "250-mx.test\r\n250 STARTTLS\r\n")
+				case strings.HasPrefix(l, "STARTTLS"):
+					io.WriteString(c, "220 2.0.0 Ready to start TLS\r\n")
+					tc := tls.Server(c, cfg)
+					if err := tc.Handshake(); err != nil {
+						return
+					}
+					if after == "garbage" {
+						c.Write([]byte("\x00\x01 this is not a TLS record\r\n"))
+					}
+					return
+				case strings.HasPrefix(l, "DATA"):
+					inData = true
+					io.WriteString(c, "354 go\r\n")
+				default:
+					io.WriteString(c, "250 ok\r\n")
+				}
+			}
+		})
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newOnionName(), "--tls", "may")...)
+		mu.Lock()
+		n := delivered
+		mu.Unlock()
+		if r.code != 0 || n != 1 || raw.Connections() != 2 {
+			t.Errorf("TLS %s after the handshake: exit %d, %q, %d delivered over %d connections; want delivered on the second, in plaintext", after, r.code, r.out, n, raw.Connections())
+		}
+	}
+}
+
+// TestStalledInput: a writer that stays alive and silent, or a person who
+// never types ^D, does not hold onionmx beyond --timeout, and a signal
+// ends the wait at once: one 4.3.0 line, exit 75, nothing delivered.
+func TestStalledInput(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		written string
+		sig     syscall.Signal
+		timeout string
+		want    string
+	}{
+		{"deadline in the body", "Subject: x\n\n" + strings.Repeat("line\n", 1000), 0, "2s", "the delivery deadline passed"},
+		{"deadline before any input", "", 0, "2s", "the delivery deadline passed"},
+		{"SIGTERM in the body", "Subject: x\n\n" + strings.Repeat("line\n", 1000), syscall.SIGTERM, "60s", "interrupted (SIGTERM)"},
+		{"SIGINT before any input", "", syscall.SIGINT, "60s", "interrupted (SIGINT)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
+			args := deliverArgs(torTo(t, s.Addr), newOnionName())
+			for i, a := range args {
+				if a == "--timeout" {
+					args[i+1] = tc.timeout
+				}
+			}
+			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pw.Close()
+			cmd.Stdin = pr
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pr.Close()
+			pw.Write([]byte(tc.written))
+			if tc.sig != 0 {
+				// Once onionmx waits: connected, or waiting for the
+				// first octet of the message.
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					if s.Connections() > 0 || tc.written == "" && watching(cmd.Process.Pid) {
+						break
+					}
+				}
+				cmd.Process.Signal(tc.sig)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 75 || !strings.HasPrefix(out.String(), "4.3.0 ") || !strings.Contains(out.String(), tc.want) {
+					t.Fatalf("%v, %q; want exit 75 and a 4.3.0 line with %q", err, out.String(), tc.want)
+				}
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("still running 20 s later (output %q)", out.String())
+			}
+			if n := len(s.received()); n != 0 {
+				t.Fatalf("%d messages delivered", n)
+			}
+		})
+	}
+}
+
+// TestSignalsAtStartup: a signal while deliver loads its maps (before it
+// has a delivery to interrupt) is caught too: no exit 2 (SIGQUIT's
+// default), no death by the signal, one 4.3.0 line and exit 75.
+func TestSignalsAtStartup(t *testing.T) {
+	var b strings.Builder
+	for i := range 400_000 {
+		fmt.Fprintf(&b, "d%d.example onionmx:[%s]\n", i, newOnionName())
+	}
+	mapFile := filepath.Join(t.TempDir(), "transport")
+	if err := os.WriteFile(mapFile, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM} {
+		s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver", "--map", mapFile}, deliverArgs(torTo(t, s.Addr), newOnionName())...)...)
+		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Once it reads the map: main has run, the maps are loading.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !holds(cmd.Process.Pid, mapFile); {
+			time.Sleep(time.Millisecond)
+		}
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 75 || !strings.HasPrefix(out.String(), "4.3.0 delivery interrupted ("+unix.SignalName(sig)+")") {
+			t.Errorf("%v while loading the map: %v, %q; want exit 75 and 4.3.0", sig, err, out.String())
+		}
+		if n := len(s.received()); n != 0 {
+			t.Errorf("%d messages delivered", n)
+		}
+	}
+}
+
+// holds reports whether process pid has file open.
+func holds(pid int, file string) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, _ := os.ReadDir(dir)
+	for _, fd := range fds {
+		if l, _ := os.Readlink(dir + "/" + fd.Name()); l == file {
+			return true
+		}
+	}
+	return false
 }

@@ -27,7 +27,24 @@ import (
 const maxOutput = 1000
 
 func main() {
+	if isDeliver(os.Args) {
+		// Before anything else: a signal while the flags are parsed or
+		// the maps loaded must not kill deliver (SIGQUIT exits with 2,
+		// which pipe(8) bounces).
+		catchSignals()
+	}
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// isDeliver reports whether the command line runs deliver: its first word
+// that is not a flag.
+func isDeliver(args []string) bool {
+	for _, a := range args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			return a == "deliver"
+		}
+	}
+	return false
 }
 
 // run runs the command line and returns the exit status.

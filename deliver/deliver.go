@@ -162,22 +162,28 @@ func (r *Result) Reply() string {
 	return s
 }
 
-// Summary returns the delivery on one line of at most 100 characters, the
-// part of a successful command's output that pipe(8) logs: the onion and
-// the remote's reply without its enhanced code, whose text ends with the
-// remote's queue id in Postfix's and Exim's words:
+// Summary returns the delivery on one line, made to fit the first 100
+// characters of a successful command's output, which pipe(8) logs: the
+// onion and the remote's reply without its enhanced code, whose text ends
+// with the remote's queue id in Postfix's and Exim's words:
 // "<56>.onion: 250 Ok: queued as 4DFED9862A1" (":port" after the onion
-// unless it is 25).
+// when it is not 25 and there is room for it).
 func (r *Result) Summary() string {
-	host := r.Target.Host
+	line := func(host string) string {
+		s := fmt.Sprintf("%s: %03d", host, r.Code)
+		if r.Text != "" {
+			s += " " + r.Text
+		}
+		return s
+	}
 	if r.Target.Port != lookup.DefaultPort {
-		host = r.Target.Addr()
+		// The port, unless it would push the queue id out of the 100
+		// characters.
+		if s := line(r.Target.Addr()); len(s) <= 100 {
+			return s
+		}
 	}
-	s := fmt.Sprintf("%s: %03d", host, r.Code)
-	if r.Text != "" {
-		s += " " + r.Text
-	}
-	return s
+	return line(r.Target.Host)
 }
 
 // Deliver delivers msg to the onion route of nexthop (Postfix's ${nexthop};
@@ -200,11 +206,18 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	// The first octets of the message, before anything goes out: an empty
 	// message is no message (RFC 5322 wants at least a Date and a From
 	// field; Postfix never hands one over), and an input that already
-	// failed needs no connection.
-	body := bufio.NewReader(msg.Body)
-	if _, err := body.Peek(1); err == io.EOF {
-		return nil, tempErr("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
-	} else if err != nil {
+	// failed needs no connection. Reading it ends with the delivery's
+	// deadline or its interruption, however long the writer keeps silent.
+	body := bufio.NewReader(newCtxReader(soft, msg.Body))
+	if _, err := body.Peek(1); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, interrupted(ctx, "waiting for the message")
+		case soft.Err() != nil:
+			return nil, tempErr("4.3.0", err, "message not sent: the delivery deadline passed while waiting for the message on the input")
+		case err == io.EOF:
+			return nil, tempErr("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
+		}
 		return nil, tempErr("4.3.0", err, "message not sent: %v", err)
 	}
 	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
@@ -220,10 +233,10 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 		return nil, err
 	}
 	var last *Error
-	for _, t := range route.Targets {
+	for i, t := range route.Targets {
 		tls := c.TLS
 		for {
-			res, err := c.session(soft, hard, ctx, route.Domain, t, tls, msg)
+			res, err := c.session(soft, hard, ctx, route.Domain, t, i == 0, tls, msg)
 			if err == nil {
 				return res, nil
 			}
@@ -269,7 +282,7 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 	if s != "" {
 		nh, err := lookup.ParseNexthop(s)
 		if err != nil {
-			if isRecipientDomain(s, rcpts) && lookup.IsOnion(s) {
+			if isRecipientDomain(s, rcpts) && lookup.LooksOnion(s) {
 				// Postfix's empty nexthop: the recipient domain itself,
 				// a .onion name that is not even a domain name.
 				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", s, err)
@@ -289,7 +302,7 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 		}
 		d, err := lookup.AddressDomain(r)
 		if err != nil {
-			if i := strings.LastIndexByte(r, '@'); i >= 0 && lookup.IsOnion(r[i+1:]) {
+			if i := strings.LastIndexByte(r, '@'); i >= 0 && lookup.LooksOnion(r[i+1:]) {
 				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", r[i+1:], err)
 			}
 			return nil, ConfigError(err)
@@ -339,9 +352,16 @@ func (c *Client) resolve(ctx context.Context, nhs []lookup.Nexthop, fromRcpt boo
 // as ${nexthop} when the transport map gave none. Any other nexthop comes
 // from the configuration.
 func isRecipientDomain(nexthop string, rcpts []string) bool {
-	n := strings.TrimSuffix(strings.ToLower(nexthop), ".")
+	same := func(a, b string) bool {
+		if na, err := lookup.NormalizeDomain(a); err == nil {
+			if nb, err := lookup.NormalizeDomain(b); err == nil {
+				return na == nb
+			}
+		}
+		return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+	}
 	for _, r := range rcpts {
-		if i := strings.LastIndexByte(r, '@'); i >= 0 && strings.TrimSuffix(strings.ToLower(r[i+1:]), ".") == n {
+		if i := strings.LastIndexByte(r, '@'); i >= 0 && same(nexthop, r[i+1:]) {
 			return true
 		}
 	}

@@ -226,14 +226,12 @@ func TestIsolationCredentials(t *testing.T) {
 }
 
 func TestLoopDetection(t *testing.T) {
-	t.Run("greeting", func(t *testing.T) {
+	t.Run("greeting only", func(t *testing.T) {
+		// smtp(8) only warns about a greeting with its own name: the reply
+		// to EHLO decides, and go-smtp's server does not name itself there.
 		e := newEnv(t, func(s *smtp.Server) { s.Domain = "SENDER.test" })
-		_, err := e.deliver(t, 10*time.Second)
-		if err == nil || err.Status != "5.4.6" || !strings.Contains(err.Msg, "loops back to myself") {
-			t.Fatalf("got %v, want 5.4.6 mail loop", err)
-		}
-		if e.sink.Connections() != 0 {
-			t.Errorf("EHLO was sent after a looping greeting")
+		if _, err := e.deliver(t, 10*time.Second); err != nil {
+			t.Fatalf("got %v, want delivered", err)
 		}
 	})
 	t.Run("ehlo", func(t *testing.T) {

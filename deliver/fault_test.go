@@ -86,7 +86,13 @@ func TestFaults(t *testing.T) {
 		// EHLO.
 		{name: "ehlo 550", hooks: func(*smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Hello: func(*smtp.Conn) error { return reply(550, smtp.EnhancedCode{5, 7, 1}, "no") }}
-		}, status: "5.7.1", exit: 69, text: "(in reply to EHLO command)"},
+		}, status: "5.7.1", exit: 69, text: "(in reply to HELO command)"}, // smtp(8) falls back to HELO, refused too
+		{name: "ehlo 501, helo works", script: map[string]string{"EHLO": "501 5.5.4 syntax"}, status: "", exit: 0},
+		{name: "ehlo 554, helo works", script: map[string]string{"EHLO": "554 5.7.1 no ESMTP for you"}, status: "", exit: 0},
+		{name: "ehlo 451, helo works", script: map[string]string{"EHLO": "451 4.3.0 later"}, status: "", exit: 0},
+		{name: "ehlo 252", script: map[string]string{"EHLO": "252 odd but fine"}, status: "", exit: 0},
+		{name: "ehlo 421", script: map[string]string{"EHLO": "421 4.3.2 closing"}, status: "4.3.2", exit: 75, text: "(in reply to EHLO command)"},
+		{name: "ehlo 550, helo 550", script: map[string]string{"EHLO": "550 5.7.1 no", "HELO": "550 5.7.1 no either"}, status: "5.7.1", exit: 69, text: "550 5.7.1 no either (in reply to HELO command)"},
 		{name: "ehlo 421", hooks: func(*smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Hello: func(*smtp.Conn) error { return reply(421, smtp.EnhancedCode{4, 3, 0}, "later") }}
 		}, status: "4.3.0", exit: 75},
@@ -377,6 +383,9 @@ func TestNeverDialsClearNet(t *testing.T) {
 		{"bad_label!.onion", "u@bad_label!.onion", "5.1.2", "bad destination bad_label!.onion"},
 		{"[expyuzz4wqqyqhjn.onion]", "u@[expyuzz4wqqyqhjn.onion]", "5.1.2", "v2 onion address"},
 		{"", "u@[expyuzz4wqqyqhjn.onion]", "5.1.2", "v2 onion address"},
+		{"", "u@foo．onion", "5.1.2", "bad destination foo.onion"},
+		{"foo。onion", "u@foo。onion", "5.1.2", "bad destination foo.onion"},
+		{"", "u@bad_x!．onion", "5.1.2", "bad destination bad_x!．onion"},
 	} {
 		_, err := e.client.Deliver(context.Background(), tc.nexthop, &deliver.Message{
 			Recipients: []string{tc.rcpt}, Body: strings.NewReader(testBody),

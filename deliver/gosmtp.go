@@ -12,18 +12,21 @@ import (
 	"github.com/onionmx/onionmx/internal/reply"
 )
 
-// go-smtp's client says EHLO (falling back to HELO when EHLO is not
-// understood) and keeps the extensions the server offers; onionmx does the
-// rest itself. Everything that works around what its client does, or does
-// not do, is here:
+// go-smtp's client says EHLO (falling back to HELO when EHLO is answered
+// 500 or 502); onionmx does the rest itself. Everything that works around
+// what its client does, or does not do, is here:
 //
 //   - it reads the greeting itself and gives no access to it, but a
 //     greeting failure must be told from an EHLO failure, and a greeting
 //     that names us is a loop: we read the greeting, and replay it to
 //     go-smtp (replayConn);
-//   - it does not return the reply to EHLO, which is checked for loops:
-//     what it reads is kept (helloCapture), and helloCommand tells from it
-//     whether it fell back to HELO;
+//   - it does not return the reply to EHLO, which is checked for loops and
+//     whose keywords onionmx needs: what it reads is kept (helloCapture),
+//     helloCommand tells from it whether it fell back to HELO, and
+//     ehloKeywords reads the keywords;
+//   - it falls back to HELO only after 500 or 502, where Postfix's smtp(8)
+//     does after any refusal but 421, and it wants 250 where any 2xx will
+//     do: session.hello does the rest;
 //   - net/textproto, under it, keeps a whole reply in memory and rejects a
 //     reply code without text: it reads through our reply.Reader, which
 //     bounds both and completes a bare code, one line per read, so that
@@ -94,6 +97,23 @@ func helloNames(replies []byte) []string {
 		first = line[3] == ' '
 	}
 	return names
+}
+
+// ehloKeywords returns the EHLO keywords of the captured reply, upper
+// case, with their parameters: "SIZE" -> "10240000".
+func ehloKeywords(replies []byte) map[string]string {
+	ext := map[string]string{}
+	for i, line := range strings.Split(strings.TrimRight(string(replies), "\r\n"), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if i == 0 || len(line) < 5 {
+			continue // the server's name, or a bare code
+		}
+		kw, param, _ := strings.Cut(strings.TrimSpace(line[4:]), " ")
+		if kw != "" {
+			ext[strings.ToUpper(kw)] = param
+		}
+	}
+	return ext
 }
 
 // replyBytes serializes a reply for replay.

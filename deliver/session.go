@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,11 +34,17 @@ type session struct {
 	host             string // "x.onion[25]", as Postfix names hosts
 	tls              TLSMode
 
+	// best is set for the first target of the route: a mail loop there
+	// is permanent, elsewhere the next target is tried (as smtp(8) does
+	// for the best MX and the others).
+	best bool
+
 	raw      net.Conn
 	sc       *sessionConn  // the connection in use: raw, or TLS over raw
+	overTLS  bool          // sc is a TLS connection
 	rr       *reply.Reader // the replies that arrive on sc
 	greet    *reply.Reply
-	client   *smtp.Client // for EHLO/HELO and the extensions it found
+	ext      map[string]string // the EHLO keywords, upper case, and their parameters; nil after HELO
 	guard    commitGuard
 	cmdWait  time.Duration
 	dataWait time.Duration
@@ -46,7 +53,7 @@ type session struct {
 // session runs one SMTP session with target t. A returned *Error has next
 // set when the next target may be tried, and plainRetry when this one may
 // be tried again without TLS.
-func (c *Client) session(soft, hard, stop context.Context, domain string, t lookup.Target, mode TLSMode, msg *Message) (*Result, error) {
+func (c *Client) session(soft, hard, stop context.Context, domain string, t lookup.Target, best bool, mode TLSMode, msg *Message) (*Result, error) {
 	// Never dial anything but a v3 onion through Tor, whatever the caller
 	// resolved: a clear-net name would leave through an exit relay.
 	if err := lookup.CheckOnion(t.Host); err != nil {
@@ -54,7 +61,7 @@ func (c *Client) session(soft, hard, stop context.Context, domain string, t look
 	}
 	s := &session{
 		c: c, soft: soft, hard: hard, stop: stop,
-		domain: domain, target: t, tls: mode,
+		domain: domain, target: t, tls: mode, best: best,
 		host:     fmt.Sprintf("%s[%d]", t.Host, t.Port),
 		cmdWait:  orDefault(c.CommandTimeout, DefaultCommandTimeout),
 		dataWait: orDefault(c.DataTimeout, DefaultDataTimeout),
@@ -129,16 +136,16 @@ func (s *session) greeting() error {
 		e.Reply = r
 		return s.retry(e)
 	}
-	if err := s.checkLoop(rep.Lines[0]); err != nil {
-		return err
-	}
+	// A greeting that names us is not yet a loop (smtp(8) only warns):
+	// the name in the reply to EHLO decides.
 	s.greet = rep
 	return nil
 }
 
 // Step 4: EHLO or HELO, after STARTTLS when asked for. go-smtp's client
-// says EHLO (and HELO when EHLO is not understood) and keeps the
-// extensions; see gosmtp.go for how it is fed.
+// says EHLO, and HELO when EHLO is answered 500 or 502 (see gosmtp.go for
+// how it is fed). As Postfix's smtp(8), any other refusal of EHLO but 421
+// falls back to HELO too, and any 2xx is a success.
 func (s *session) hello() error {
 	if s.tls != TLSNone {
 		if err := s.startTLS(); err != nil {
@@ -146,24 +153,44 @@ func (s *session) hello() error {
 		}
 	}
 	client, seen := newHelloClient(s)
-	s.client = client
 	err := client.Hello(s.c.Helo)
 	captured := seen.Bytes()
-	if err != nil {
-		var r *smtp.SMTPError
-		if errors.As(err, &r) {
-			e := replyError(s.host, r, helloCommand(captured))
+	cmd := helloCommand(captured)
+	var r *smtp.SMTPError
+	switch {
+	case err == nil:
+	case errors.As(err, &r) && r.Code/100 == 2:
+		// A 2xx other than the 250 go-smtp wants.
+	case errors.As(err, &r) && cmd == "EHLO" && r.Code != 421:
+		rep, err := s.command("HELO "+s.c.Helo, s.cmdWait)
+		if err != nil {
+			return s.retry(s.tlsFailed(s.netError("performing the HELO handshake", err)))
+		}
+		if rep.Code/100 != 2 {
+			e := replyError(s.host, smtpError(rep), "HELO")
 			if e.Temporary() {
 				return s.retry(e)
 			}
 			return e
 		}
-		return s.retry(s.netError("performing the EHLO handshake", err))
+		captured = append(captured, replyBytes(rep)...)
+		cmd = "HELO"
+	case errors.As(err, &r):
+		e := replyError(s.host, r, cmd)
+		if e.Temporary() {
+			return s.retry(e)
+		}
+		return e
+	default:
+		return s.retry(s.tlsFailed(s.netError("performing the EHLO handshake", err)))
 	}
 	for _, name := range helloNames(captured) {
 		if err := s.checkLoop(name); err != nil {
 			return err
 		}
+	}
+	if cmd == "EHLO" {
+		s.ext = ehloKeywords(captured)
 	}
 	return nil
 }
@@ -250,18 +277,30 @@ func (s *session) startTLS() error {
 	}
 	s.sc = &sessionConn{Conn: tconn, writeTimeout: s.sc.writeTimeout, log: s.c.Transcript}
 	s.rr = reply.NewReader(s.sc)
+	s.overTLS = true
 	return nil
+}
+
+// tlsFailed marks a failure of the connection over TLS with TLS "may",
+// before the body was touched, as one after which the target is tried
+// again in plaintext: TLS must never fail a delivery that --tls none
+// makes.
+func (s *session) tlsFailed(e *Error) *Error {
+	if s.overTLS && s.tls == TLSMay && s.soft.Err() == nil && !s.guard.aborted() {
+		e.plainRetry = true
+	}
+	return e
 }
 
 // Step 5: what must be known before MAIL FROM.
 func (s *session) limits(msg *Message) *Error {
 	if msg.Size > 0 {
-		if max, ok := s.client.MaxMessageSize(); ok && max > 0 && msg.Size > int64(max) {
+		if max, err := strconv.ParseInt(s.ext["SIZE"], 10, 64); err == nil && max > 0 && msg.Size > max {
 			return permErr("5.3.4", ExUnavailable, nil,
 				"message size %d exceeds size limit %d of server %s", msg.Size, max, s.host)
 		}
 	}
-	if ok, _ := s.client.Extension("SMTPUTF8"); needsSMTPUTF8(msg) && !ok {
+	if _, ok := s.ext["SMTPUTF8"]; needsSMTPUTF8(msg) && !ok {
 		return permErr("5.6.7", ExDataErr, nil,
 			"SMTPUTF8 is required, but was not offered by host %s", s.host)
 	}
@@ -272,21 +311,23 @@ func (s *session) limits(msg *Message) *Error {
 func (s *session) mail(msg *Message) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "MAIL FROM:<%s>", msg.Sender)
-	if ok, _ := s.client.Extension("8BITMIME"); ok {
+	if _, ok := s.ext["8BITMIME"]; ok {
 		b.WriteString(" BODY=8BITMIME")
 	}
-	if ok, _ := s.client.Extension("SIZE"); ok && msg.Size > 0 {
+	if _, ok := s.ext["SIZE"]; ok && msg.Size > 0 {
 		fmt.Fprintf(&b, " SIZE=%d", msg.Size)
 	}
 	if needsSMTPUTF8(msg) {
 		b.WriteString(" SMTPUTF8")
 	}
+	// Until DATA, the message is untouched: a temporary failure tries the
+	// next target, as smtp(8) keeps the recipients for the next server.
 	rep, err := s.command(b.String(), s.cmdWait)
 	if err != nil {
-		return s.netError("sending MAIL FROM", err)
+		return s.retry(s.tlsFailed(s.netError("sending MAIL FROM", err)))
 	}
 	if rep.Code/100 != 2 {
-		return s.quit(s.unexpected(rep, "MAIL FROM"))
+		return s.quit(s.retry(s.unexpected(rep, "MAIL FROM")))
 	}
 	return nil
 }
@@ -297,18 +338,18 @@ func (s *session) rcpts(msg *Message) error {
 	for _, rcpt := range msg.Recipients {
 		rep, err := s.command("RCPT TO:<"+rcpt+">", s.cmdWait)
 		if err != nil {
-			return s.netError("sending RCPT TO", err)
+			return s.retry(s.tlsFailed(s.netError("sending RCPT TO", err)))
 		}
 		switch rep.Code / 100 {
 		case 2:
 		case 4, 5:
 			rejected = append(rejected, rejection{rcpt, smtpError(rep)})
 		default:
-			return s.quit(s.unexpected(rep, "RCPT TO"))
+			return s.quit(s.retry(s.unexpected(rep, "RCPT TO")))
 		}
 	}
 	if len(rejected) > 0 {
-		return s.quit(rcptError(s.host, rejected, len(msg.Recipients)))
+		return s.quit(s.retry(rcptError(s.host, rejected, len(msg.Recipients))))
 	}
 	return nil
 }
@@ -317,10 +358,10 @@ func (s *session) rcpts(msg *Message) error {
 func (s *session) data(msg *Message) (*Result, error) {
 	rep, err := s.command("DATA", s.cmdWait)
 	if err != nil {
-		return nil, s.netError("sending DATA command", err)
+		return nil, s.retry(s.tlsFailed(s.netError("sending DATA command", err)))
 	}
 	if rep.Code != 354 {
-		return nil, s.quit(s.unexpected(rep, "DATA"))
+		return nil, s.quit(s.retry(s.unexpected(rep, "DATA")))
 	}
 	// The body and its final dot stay out of the transcript.
 	s.sc.mute(true, "[message body, then .]")
@@ -331,8 +372,11 @@ func (s *session) data(msg *Message) (*Result, error) {
 		// Never send the final dot after a partial body: closing the
 		// connection without it makes the server discard the message.
 		s.raw.Close()
-		if s.guard.aborted() {
+		switch {
+		case s.guard.aborted() || s.stop.Err() != nil:
 			return nil, interrupted(s.stop, "sending the message body")
+		case s.hard.Err() != nil:
+			return nil, tempErr("4.3.0", rerr.err, "message not sent: the delivery deadline passed while reading it from the input")
 		}
 		return nil, tempErr("4.3.0", rerr.err, "message not sent: %v", rerr.err)
 	case errors.Is(err, errNotCommitted):
@@ -401,15 +445,19 @@ func (s *session) retry(e *Error) *Error {
 	return e
 }
 
-// checkLoop reports a mail loop when a greeting or EHLO reply names us, as
-// Postfix's smtp(8) does.
+// checkLoop reports a mail loop when the reply to EHLO or HELO names us,
+// as Postfix's smtp(8) does: permanent at the first target of the route,
+// as at the best MX; elsewhere temporary, and the next target is tried.
 func (s *session) checkLoop(text string) error {
 	name, _, _ := strings.Cut(text, " ")
 	name, _, _ = strings.Cut(name, "\n")
-	if helo := s.c.Helo; helo != "" && strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(helo, ".")) {
+	if helo := s.c.Helo; helo == "" || !strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(helo, ".")) {
+		return nil
+	}
+	if s.best {
 		return permErr("5.4.6", ExUnavailable, nil, "mail for %s loops back to myself", s.domain)
 	}
-	return nil
+	return s.quit(s.retry(tempErr("4.4.6", nil, "mail for %s loops back to myself", s.domain)))
 }
 
 // netError classifies a failure of the connection while in phase, in

@@ -387,3 +387,16 @@ func TestResolveList(t *testing.T) {
 		t.Errorf("no usable target: %v", err)
 	}
 }
+
+func TestLooksOnion(t *testing.T) {
+	for in, want := range map[string]bool{
+		"x.onion": true, "X.ONION.": true, "onion": true, "[x.onion]": true,
+		"bad_name!.onion": true, "x..onion": true,
+		"foo.ｏｎｉｏｎ": true, "foo。onion": true, "ｆｏｏ．ＯＮＩＯＮ": true,
+		"onion.example": false, "xonion": false, "example.org": false, "[192.0.2.1]": false,
+	} {
+		if got := LooksOnion(in); got != want {
+			t.Errorf("LooksOnion(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

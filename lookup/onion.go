@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // onionV3Len is the length of a v3 onion label: base32 of a 32-byte ed25519
@@ -27,6 +29,22 @@ var ErrNotOnion = errors.New("not a .onion name")
 func IsOnion(name string) bool {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	return name == "onion" || strings.HasSuffix(name, ".onion")
+}
+
+// LooksOnion reports whether a domain as written is in .onion, whether or
+// not it is a valid domain name: in any letter case, with trailing dots,
+// in an address literal's brackets, in Unicode that IDNA maps to ASCII
+// (full-width letters, the ideographic full stop "。"). Postfix's smtp(8)
+// maps such a name the same way before its DNS lookup, so none of them may
+// be handed to it.
+func LooksOnion(domain string) bool {
+	d := strings.TrimPrefix(strings.TrimSuffix(domain, "]"), "[")
+	if mapped, _ := idna.Lookup.ToASCII(d); mapped != "" {
+		// Mapped even when it is not a valid name (the error).
+		d = mapped
+	}
+	d = strings.TrimRight(strings.ToLower(d), ".")
+	return d == "onion" || strings.HasSuffix(d, ".onion")
 }
 
 // CheckOnion reports why name is not a dialable v3 onion address, or nil if

@@ -132,13 +132,10 @@ type Key struct {
 	Invalid string
 }
 
-// inOnion reports whether a key's domain part ends in .onion (or is
-// "onion"), whatever else is wrong with it: letter case, trailing dots,
-// brackets.
-func inOnion(domain string) bool {
-	d := strings.TrimRight(strings.ToLower(unbracket(domain)), ".")
-	return d == "onion" || strings.HasSuffix(d, ".onion")
-}
+// inOnion reports whether a key's domain part is in .onion, whatever else
+// is wrong with it: letter case, trailing dots, brackets, the Unicode
+// forms that IDNA maps to ".onion" (lookup.LooksOnion).
+func inOnion(domain string) bool { return lookup.LooksOnion(domain) }
 
 // unbracket removes the brackets of an address literal, "[x]".
 func unbracket(s string) string {

@@ -102,6 +102,14 @@ func TestLookupUnusableOnion(t *testing.T) {
 		{key: "u@" + strings.Repeat("a", 70) + ".onion", class: Found, result: "onionmx:", reason: "longer than 63"},
 		{key: "u@[" + v2Onion + "]", class: Found, result: "onionmx:", reason: "v2"},
 		{key: "u@[" + f.o2 + "]", class: Found, result: "onionmx:[" + f.o2 + "]:25"},
+		// Unicode that IDNA maps to ".onion", as Postfix's smtp(8) maps it
+		// before its DNS lookup: full-width letters and stops, the
+		// ideographic full stop.
+		{key: "u@foo.ｏｎｉｏｎ", class: Found, result: "onionmx:", reason: bounce},
+		{key: "u@foo。onion", class: Found, result: "onionmx:", reason: bounce},
+		{key: "u@foo．ONION", class: Found, result: "onionmx:", reason: bounce},
+		{key: "u@bad_x!．onion", class: Found, result: "onionmx:", reason: bounce},
+		{key: "u@" + strings.Replace(f.o1, ".onion", "。onion", 1), class: Found, result: "onionmx:[" + f.o1 + "]:25"},
 		// Not in .onion.
 		{key: "u@bad_name!.example", class: Perm, reason: "contains '!'"},
 		{key: "u@[192.0.2.1]", class: NotFound, reason: "address literal"},
