@@ -860,11 +860,16 @@ onionmx_procs() {
 	return 0
 }
 # proc_ppid PID / proc_io PID rchar|wchar / proc_start PID (its start time,
-# which tells a process from a later one that got its pid).
+# which tells a process from a later one that got its pid) / proc_alive PID
+# START: that process runs (a zombie does not) / proc_gone PID [START].
 proc_ppid() { awk '$1 == "PPid:" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 proc_io() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io" 2>/dev/null; }
 proc_start() { sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
-proc_alive() { [[ -n $2 && $(proc_start "$1") == "$2" ]]; }
+proc_alive() {
+	local st
+	st=$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $st && ${st%% *} != Z && ( -z ${2:-} || $(cut -d' ' -f20 <<<"$st") == "$2" ) ]]
+}
 proc_gone() { ! proc_alive "$@"; }
 
 # body_sha256 FILE: the sha256 of FILE's body (after the first empty line).
@@ -960,9 +965,11 @@ pfstop_run() {
 	read -r spid rq <<<"$(pfstop_recv_client "$rmark")"
 	say "  the relay paused after $paused bytes; onionmx $PFS_PID (child of pipe(8) $ppid) is blocked in DATA, having read $r of the $size bytes and written $w0; receiver: smtpd[$spid], $rq"
 
+	local ppstart
+	ppstart=$(proc_start "$ppid")
 	pf_stop "$SEND_DIR"
 	! pid_of "$SEND_DIR/queue/pid/master.pid" >/dev/null || fail "the sender's master still runs" || return 1
-	! kill -0 "$ppid" 2>/dev/null || fail "pipe(8) $ppid survived postfix stop" || return 1
+	wait_for 10 "pipe(8) $ppid to die" proc_gone "$ppid" "$ppstart" || fail "pipe(8) $ppid survived postfix stop" || return 1
 	proc_alive "$PFS_PID" "$PFS_START" || fail "onionmx $PFS_PID did not survive postfix stop (it should: its own session)" || return 1
 	say "  postfix stop: master and pipe(8) gone; onionmx $PFS_PID lives on, its parent now $(proc_ppid "$PFS_PID")"
 	if command -v strace >/dev/null 2>&1; then
