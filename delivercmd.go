@@ -51,7 +51,7 @@ func deliverCommand() *cli.Command {
 			&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, Usage: "envelope sender `ADDR`, required; empty is the null sender"},
 			&cli.StringFlag{Name: "nexthop", Usage: "Postfix's ${nexthop}, the `NEXTHOP`: \"[x.onion]:port\", \"[x.onion]\", \"x.onion\", a list of those, or a mail domain; empty: the recipients' domain"},
 			socksFlag,
-			&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's fully qualified name)"},
+			&cli.StringFlag{Name: "helo", EnvVars: []string{"ONIONMX_HELO"}, Usage: "EHLO `NAME`; ONIONMX_HELO in the environment gives it too, as master.cf can (pipe(8)'s argv cannot take $myhostname); default: this host's fully qualified name, formed as Postfix forms myhostname"},
 			mapFlag,
 			transportFlag,
 			dnsFlag,

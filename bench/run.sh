@@ -105,7 +105,7 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/out"
 
 echo "== building onionmx and the benchmarks" >&2
-go build -o "$tmp/onionmx" .
+CGO_ENABLED=0 go build -trimpath -o "$tmp/onionmx" .
 go test -c -o "$tmp/bench.test" ./bench
 
 # bench RUNS REGEXP [FLAGS...]: run benchmarks; their output goes to

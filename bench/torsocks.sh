@@ -308,7 +308,7 @@ submit() { sendmail -i -C "$SEND_CONF" -f "$FROM" -- "$RCPT" <"$1"; }
 # and made the connection through Tor's SocksPort.
 relay_re() {
 	case $1 in
-	a | a-sm) echo " relay=onionmx, .*delivered to ${TOR_ONION:0:40}" ;;
+	a | a-sm) echo " relay=onionmx, .*status=sent \\(delivered via onionmx service \\($TOR_ONION: 250 " ;;
 	clear) echo " postfix/clearsmtp/smtp\\[[0-9]+\\]: .* relay=127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:$RECV_SMTP_PORT, " ;;
 	*) echo " postfix/$(transport "$1")/smtp\\[[0-9]+\\]: .* relay=$TOR_ONION\\[127\\.42\\.42\\.[0-9]+\\]:25, " ;;
 	esac

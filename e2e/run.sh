@@ -62,7 +62,8 @@ build_onionmx() {
 		say "using ONIONMX_BIN=$ONIONMX_BIN"
 	else
 		say "building onionmx"
-		(cd "$REPO" && go build -o "$WORK/onionmx" .) || die "go build failed"
+		# Static, as the README says to build it.
+		(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$WORK/onionmx" .) || die "go build failed"
 	fi
 	# The pipe and spawn services run it as nobody.
 	chmod 755 "$WORK/onionmx"
