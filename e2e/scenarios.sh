@@ -516,8 +516,8 @@ scenario_srv_domain() {
 
 # received_by_recv FILE RQID: the receiver's own Received header in FILE
 # (the first one) names RQID, the queue id of the success line, and the
-# EHLO name deliver gave: a fully qualified one (issue 9 case 15: never a
-# bare "vm"; without --helo, formed as Postfix forms myhostname).
+# EHLO name deliver gave: the sending Postfix's myhostname, which the
+# example passes in ONIONMX_HELO (issue 9 case 15: never a bare "vm").
 received_by_recv() {
 	local file=$1 rqid=$2 rcvd helo
 	rcvd=$(awk '
@@ -531,7 +531,12 @@ received_by_recv() {
 	helo=${BASH_REMATCH[1]}
 	[[ ${BASH_REMATCH[2]} == "$rqid" ]] || fail "the delivered file was queued as ${BASH_REMATCH[2]}, the success line says $rqid" || return 1
 	[[ $helo == *.* ]] || fail "deliver's EHLO name '$helo' is not fully qualified" || return 1
-	say "  the receiver's Received header: EHLO $helo (Postfix would form myhostname $(postconf -d -h myhostname 2>/dev/null)), id $rqid"
+	# The example hands deliver the sending Postfix's own $myhostname
+	# (ONIONMX_HELO through export_environment).
+	local mine
+	mine=$(postconf -c "$SEND_DIR/etc" -h myhostname 2>/dev/null)
+	[[ $helo == "$mine" ]] || fail "deliver's EHLO name is '$helo', not the sending Postfix's myhostname '$mine'" || return 1
+	say "  the receiver's Received header: EHLO $helo (the sender's myhostname), id $rqid"
 }
 
 # 1. The same with a 10 MiB attachment (base64, about 14 MB): verbatim, and
