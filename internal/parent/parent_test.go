@@ -102,16 +102,7 @@ func TestGuard(t *testing.T) {
 			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), roleEnv+"=parent", "PARENT_TEST_END="+tc.end, "PARENT_TEST_OUT="+out)
 			cmd.Run() // it may die of its own signal
-			var got []byte
-			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				if b, err := os.ReadFile(out); err == nil {
-					got = b
-					break
-				}
-			}
-			if !strings.HasPrefix(string(got), tc.want) {
-				t.Fatalf("child says %q, want %q", got, tc.want)
-			}
+			childSays(t, out, tc.want)
 		})
 	}
 }
@@ -206,16 +197,23 @@ func TestGuardHiddenProc(t *testing.T) {
 			if b, err := cmd.CombinedOutput(); err != nil && tc.end == "finish" {
 				t.Fatalf("%v: %s", err, b)
 			}
-			var got []byte
-			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				if b, err := os.ReadFile(out); err == nil {
-					got = b
-					break
-				}
-			}
-			if !strings.HasPrefix(string(got), tc.want) {
-				t.Fatalf("child says %q, want %q", got, tc.want)
-			}
+			childSays(t, out, tc.want)
 		})
+	}
+}
+
+// childSays waits for the child's verdict in file out, and checks that it
+// starts with want.
+func childSays(t *testing.T, out, want string) {
+	t.Helper()
+	var got []byte
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(out); err == nil {
+			got = b
+			break
+		}
+	}
+	if !strings.HasPrefix(string(got), want) {
+		t.Fatalf("child says %q, want %q", got, want)
 	}
 }
