@@ -123,7 +123,7 @@ func (e *pathEnv) deliver(bin string, size int64, hwm bool) (run, error) {
 	if err != nil {
 		return r, err
 	}
-	if !strings.HasPrefix(out, "250 ") {
+	if !strings.Contains(out, ".onion: 250 ") {
 		return r, fmt.Errorf("onionmx said %q", out)
 	}
 	msgs, got := e.sinkCount()
