@@ -244,8 +244,8 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 			if !last.plainRetry {
 				break
 			}
-			// TLS "may": a failed handshake is tried again in plaintext,
-			// on a new connection, as Postfix's smtp(8) does.
+			// TLS "may": TLS failed before the body (session.noTLS); the
+			// target is tried again in plaintext, on a new connection.
 			tls = TLSNone
 		}
 		if !last.next || soft.Err() != nil {

@@ -164,25 +164,17 @@ func (s *session) hello() error {
 	case errors.As(err, &r) && cmd == "EHLO" && r.Code != 421:
 		rep, err := s.command("HELO "+s.c.Helo, s.cmdWait)
 		if err != nil {
-			return s.retry(s.tlsFailed(s.netError("performing the HELO handshake", err)))
+			return s.tlsFailed(s.netError("performing the HELO handshake", err))
 		}
 		if rep.Code/100 != 2 {
-			e := replyError(s.host, smtpError(rep), "HELO")
-			if e.Temporary() {
-				return s.retry(e)
-			}
-			return e
+			return s.retry(replyError(s.host, smtpError(rep), "HELO"))
 		}
 		captured = append(captured, replyBytes(rep)...)
 		cmd = "HELO"
 	case errors.As(err, &r):
-		e := replyError(s.host, r, cmd)
-		if e.Temporary() {
-			return s.retry(e)
-		}
-		return e
+		return s.retry(replyError(s.host, r, cmd))
 	default:
-		return s.retry(s.tlsFailed(s.netError("performing the EHLO handshake", err)))
+		return s.tlsFailed(s.netError("performing the EHLO handshake", err))
 	}
 	for _, name := range helloNames(captured) {
 		if err := s.checkLoop(name); err != nil {
@@ -249,12 +241,7 @@ func (s *session) startTLS() error {
 	if s.rr.Buffered() > 0 {
 		// Bytes after the 220 would be read as if they came over TLS
 		// (the STARTTLS injection of CVE-2011-0411): TLS failed.
-		e := tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host)
-		if s.tls == TLSMay {
-			e.plainRetry = s.soft.Err() == nil
-			return e
-		}
-		return s.retry(e)
+		return s.noTLS(tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host))
 	}
 	tconn := tls.Client(s.raw, &tls.Config{
 		ServerName: s.target.Host,
@@ -268,12 +255,7 @@ func (s *session) startTLS() error {
 		if s.guard.aborted() || s.stop.Err() != nil {
 			return interrupted(s.stop, "starting TLS")
 		}
-		e := tempErr("4.7.5", err, "TLS handshake with host %s failed: %v", s.host, err)
-		if s.tls == TLSMay {
-			e.plainRetry = s.soft.Err() == nil
-			return e
-		}
-		return s.retry(e)
+		return s.noTLS(tempErr("4.7.5", err, "TLS handshake with host %s failed: %v", s.host, err))
 	}
 	s.sc = &sessionConn{Conn: tconn, writeTimeout: s.sc.writeTimeout, log: s.c.Transcript}
 	s.rr = reply.NewReader(s.sc)
@@ -281,15 +263,25 @@ func (s *session) startTLS() error {
 	return nil
 }
 
-// tlsFailed marks a failure of the connection over TLS with TLS "may",
-// before the body was touched, as one after which the target is tried
-// again in plaintext: TLS must never fail a delivery that --tls none
-// makes.
-func (s *session) tlsFailed(e *Error) *Error {
-	if s.overTLS && s.tls == TLSMay && s.soft.Err() == nil && !s.guard.aborted() {
+// noTLS is a failure of TLS, temporary: with TLS "may" the target is
+// tried again in plaintext on a new connection (TLS must never fail a
+// delivery that --tls none makes); otherwise the next target is.
+func (s *session) noTLS(e *Error) *Error {
+	if s.tls == TLSMay && s.soft.Err() == nil && !s.guard.aborted() {
 		e.plainRetry = true
+		return e
 	}
-	return e
+	return s.retry(e)
+}
+
+// tlsFailed is a failure of the connection before the body: over TLS, a
+// failure of TLS (noTLS); otherwise one after which the next target is
+// tried.
+func (s *session) tlsFailed(e *Error) *Error {
+	if s.overTLS {
+		return s.noTLS(e)
+	}
+	return s.retry(e)
 }
 
 // Step 5: what must be known before MAIL FROM.
@@ -324,7 +316,7 @@ func (s *session) mail(msg *Message) error {
 	// next target, as smtp(8) keeps the recipients for the next server.
 	rep, err := s.command(b.String(), s.cmdWait)
 	if err != nil {
-		return s.retry(s.tlsFailed(s.netError("sending MAIL FROM", err)))
+		return s.tlsFailed(s.netError("sending MAIL FROM", err))
 	}
 	if rep.Code/100 != 2 {
 		return s.quit(s.retry(s.unexpected(rep, "MAIL FROM")))
@@ -338,7 +330,7 @@ func (s *session) rcpts(msg *Message) error {
 	for _, rcpt := range msg.Recipients {
 		rep, err := s.command("RCPT TO:<"+rcpt+">", s.cmdWait)
 		if err != nil {
-			return s.retry(s.tlsFailed(s.netError("sending RCPT TO", err)))
+			return s.tlsFailed(s.netError("sending RCPT TO", err))
 		}
 		switch rep.Code / 100 {
 		case 2:
@@ -358,7 +350,7 @@ func (s *session) rcpts(msg *Message) error {
 func (s *session) data(msg *Message) (*Result, error) {
 	rep, err := s.command("DATA", s.cmdWait)
 	if err != nil {
-		return nil, s.retry(s.tlsFailed(s.netError("sending DATA command", err)))
+		return nil, s.tlsFailed(s.netError("sending DATA command", err))
 	}
 	if rep.Code != 354 {
 		return nil, s.quit(s.retry(s.unexpected(rep, "DATA")))
@@ -398,7 +390,7 @@ func (s *session) data(msg *Message) (*Result, error) {
 		return nil, tempErr("4.5.0", nil, "host %s sent an unexpected reply while %s: %s", s.host, phase, replyText(smtpError(rep)))
 	}
 	r := smtpError(rep)
-	res := &Result{Target: s.target, Code: rep.Code, Text: oneLine(strings.ReplaceAll(r.Message, "\n", " "))}
+	res := &Result{Target: s.target, Code: rep.Code, Text: oneLine(r.Message)}
 	if validEnhanced(r.EnhancedCode) {
 		res.Enhanced = fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2])
 	}

@@ -355,22 +355,13 @@ func targets(s []*net.SRV) []string {
 	return out
 }
 
-// TestResolveList: the nexthop list the lookup servers answer for a map
-// entry with several onions resolves to all of them, in order, without DNS.
-func TestResolveList(t *testing.T) {
+// TestParseNexthopList: the nexthop list the lookup servers answer for a
+// map entry with several onions.
+func TestParseNexthopList(t *testing.T) {
 	a, b := newOnion(t), newOnion(t)
-	dns := &fakeSRV{}
-	r := &Resolver{DNS: dns}
 	nhs, err := ParseNexthopList("[" + a + "]:25,[" + b + "]:2525, [" + v2 + "]")
-	if err != nil {
-		t.Fatal(err)
-	}
-	route, err := r.ResolveList(context.Background(), nhs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []Target{{a, 25}, {b, 2525}}; !slices.Equal(route.Targets, want) || len(route.Skipped) != 1 || len(dns.queries) != 0 {
-		t.Errorf("route %+v, queries %q; want %v and the v2 skipped", route, dns.queries, want)
+	if want := []Nexthop{{a, 25, true}, {b, 2525, true}, {v2, 0, true}}; err != nil || !slices.Equal(nhs, want) {
+		t.Errorf("got %+v, %v; want %+v", nhs, err, want)
 	}
 	one, err := ParseNexthopList("[" + a + "]:25")
 	if err != nil || len(one) != 1 || one[0] != (Nexthop{Host: a, Port: 25, Literal: true}) {
@@ -380,11 +371,6 @@ func TestResolveList(t *testing.T) {
 		if _, err := ParseNexthopList(bad); err == nil {
 			t.Errorf("ParseNexthopList(%q) accepted", bad)
 		}
-	}
-	nhs, _ = ParseNexthopList("[" + v2 + "],[192.0.2.1]")
-	var le *Error
-	if _, err := r.ResolveList(context.Background(), nhs); !errors.As(err, &le) || le.Temporary || len(le.Skipped) != 2 {
-		t.Errorf("no usable target: %v", err)
 	}
 }
 

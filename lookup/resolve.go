@@ -311,7 +311,8 @@ func OrderSRV(records []*net.SRV, rnd *rand.Rand) []*net.SRV {
 // ParseNexthopList parses a Postfix 3.5 nexthop list: nexthops separated
 // by commas or white space. The lookup servers answer one for a static-map
 // entry with several onions ("[a.onion]:25,[b.onion]:2525"), so that
-// deliver tries them in order with no lookup and no copy of the map. A
+// deliver tries them in order with no lookup and no copy of the map
+// (deliver resolves each member, and judges the list as configuration). A
 // single nexthop is a list of one.
 func ParseNexthopList(s string) ([]Nexthop, error) {
 	parts := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || isMapSpace(r) })
@@ -327,41 +328,4 @@ func ParseNexthopList(s string) ([]Nexthop, error) {
 		nhs = append(nhs, nh)
 	}
 	return nhs, nil
-}
-
-// ResolveList resolves the nexthops of a list in order and returns one
-// route with all their targets, in that order (Source "nexthop list" when
-// there are several). A nexthop without a route adds its skipped
-// candidates; any other error (unknown answer, bad map entry, another
-// transport's entry) is returned as it is. No target at all is an *Error.
-func (r *Resolver) ResolveList(ctx context.Context, nhs []Nexthop) (*Route, error) {
-	if len(nhs) == 1 {
-		return r.Resolve(ctx, nhs[0])
-	}
-	if len(nhs) == 0 {
-		return nil, &Error{Looked: "nexthop list", Err: errors.New("empty nexthop list")}
-	}
-	names := make([]string, len(nhs))
-	for i, nh := range nhs {
-		names[i] = nh.String()
-	}
-	all := &Route{Domain: strings.Join(names, ","), Source: "nexthop list"}
-	for _, nh := range nhs {
-		route, err := r.Resolve(ctx, nh)
-		var le *Error
-		switch {
-		case errors.As(err, &le) && !le.Temporary:
-			all.Skipped = append(all.Skipped, le.Skipped...)
-			continue
-		case err != nil:
-			return nil, err
-		}
-		all.Targets = append(all.Targets, route.Targets...)
-		all.Skipped = append(all.Skipped, route.Skipped...)
-	}
-	if len(all.Targets) == 0 {
-		return nil, &Error{Domain: all.Domain, Looked: all.Source, Skipped: all.Skipped,
-			Err: errors.New("no usable onion target")}
-	}
-	return all, nil
 }

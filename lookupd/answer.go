@@ -132,11 +132,6 @@ type Key struct {
 	Invalid string
 }
 
-// inOnion reports whether a key's domain part is in .onion, whatever else
-// is wrong with it: letter case, trailing dots, brackets, the Unicode
-// forms that IDNA maps to ".onion" (lookup.LooksOnion).
-func inOnion(domain string) bool { return lookup.LooksOnion(domain) }
-
 // unbracket removes the brackets of an address literal, "[x]".
 func unbracket(s string) string {
 	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
@@ -175,7 +170,7 @@ func ParseKey(raw string) (Key, error) {
 			return k, errors.New("address has an empty domain")
 		}
 	}
-	if inOnion(domain) {
+	if lookup.LooksOnion(domain) {
 		// A .onion name, or junk that ends in one: never NOTFOUND or PERM,
 		// which would let Postfix's smtp(8) look it up in DNS.
 		k.Onion = true
