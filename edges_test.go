@@ -476,30 +476,14 @@ func TestSignals(t *testing.T) {
 	}
 	t.Run("after the dot", func(t *testing.T) {
 		dot := make(chan struct{}, 1)
-		raw := smtptest.NewRaw(t, func(c net.Conn) {
-			io.WriteString(c, "220 mx.test\r\n")
-			br := bufio.NewReader(c)
-			inData := false
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				switch {
-				case inData && l == ".\r\n":
-					inData = false
-					dot <- struct{}{}
-					// A slow queue manager: the reply takes a while.
-					time.Sleep(time.Second)
-					io.WriteString(c, "250 2.0.0 Ok: queued as SLOW\r\n")
-				case inData:
-				case strings.HasPrefix(l, "DATA"):
-					inData = true
-					io.WriteString(c, "354 go\r\n")
-				default:
-					io.WriteString(c, "250 ok\r\n")
-				}
+		raw := newScriptServer(t, "220 mx.test", func(verb string) string {
+			if verb != "." {
+				return esmtp(verb)
 			}
+			dot <- struct{}{}
+			// A slow queue manager: the reply takes a while.
+			time.Sleep(time.Second)
+			return "250 2.0.0 Ok: queued as SLOW"
 		})
 		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newOnionName())...)...)
 		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
