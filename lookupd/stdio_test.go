@@ -134,40 +134,51 @@ func TestStdioConnPipe(t *testing.T) {
 			if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err == nil {
 				t.Errorf("a read deadline on a pipe: the pipe is treated as a socket")
 			}
-			werr := make(chan error, 1)
-			go func() { werr <- slowWrite(inW, reqs, 20*time.Millisecond) }()
-			type result struct {
-				s   string
-				err error
-			}
-			read := make(chan result, 1)
-			go func() {
-				s, err := slowRead(outR, 300*time.Millisecond)
-				read <- result{s, err}
-			}()
+			done := slowTraffic(inW, outR, reqs)
 			if err := (&Server{Answerer: f.a, Protocol: proto}).ServeConn(context.Background(), conn); err != nil {
 				t.Errorf("ServeConn: %v", err)
 			}
 			conn.Close()
-			// The flags of the ends the server shares (the writer has
-			// closed its own), before they are closed.
-			for _, fd := range []int{inRfd, outRfd, outWfd} {
-				if nonblocking(t, fd) {
-					t.Errorf("O_NONBLOCK left on descriptor %d", fd)
-				}
-			}
-			outW.Close()
-			got := <-read
-			if got.err != nil {
-				t.Fatalf("reading replies: %v", got.err)
-			}
-			if err := <-werr; err != nil {
-				t.Errorf("writing requests: %v", err)
-			}
-			if got.s != want {
-				t.Errorf("got %d bytes of replies, want %d; first difference at %d", len(got.s), len(want), firstDiff(got.s, want))
-			}
+			done(t, outW, []int{inRfd, outRfd, outWfd}, want)
 		})
+	}
+}
+
+// slowTraffic writes reqs slowly to inW and reads the replies slowly from
+// outR, in the background. Once the server has ended, done checks that it
+// left none of the descriptors it shared, fds, non-blocking (the writer has
+// closed its own end; this process still holds the others), closes outW,
+// and checks that the replies were want.
+func slowTraffic(inW, outR *os.File, reqs []string) (done func(t *testing.T, outW *os.File, fds []int, want string)) {
+	werr := make(chan error, 1)
+	go func() { werr <- slowWrite(inW, reqs, 20*time.Millisecond) }()
+	type result struct {
+		s   string
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		s, err := slowRead(outR, 300*time.Millisecond)
+		read <- result{s, err}
+	}()
+	return func(t *testing.T, outW *os.File, fds []int, want string) {
+		t.Helper()
+		for _, fd := range fds {
+			if nonblocking(t, fd) {
+				t.Errorf("O_NONBLOCK left on descriptor %d", fd)
+			}
+		}
+		outW.Close()
+		got := <-read
+		if got.err != nil {
+			t.Errorf("reading replies: %v", got.err)
+		}
+		if err := <-werr; err != nil {
+			t.Errorf("writing requests: %v", err)
+		}
+		if got.s != want {
+			t.Errorf("got %d bytes of replies, want %d; first difference at %d", len(got.s), len(want), firstDiff(got.s, want))
+		}
 	}
 }
 
@@ -211,39 +222,12 @@ func TestServersOnPipes(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			werr := make(chan error, 1)
-			go func() { werr <- slowWrite(inW, reqs, 20*time.Millisecond) }()
-			type result struct {
-				s   string
-				err error
-			}
-			read := make(chan result, 1)
-			go func() {
-				s, err := slowRead(outR, 300*time.Millisecond)
-				read <- result{s, err}
-			}()
+			done := slowTraffic(inW, outR, reqs)
 			err := cmd.Wait()
 			if err != nil || stderr.Len() != 0 {
 				t.Errorf("exit: %v; stderr %q", err, stderr.String())
 			}
-			// The flags of the ends the server shared, while this process
-			// still holds them (the writer has closed its own).
-			for _, fd := range []int{inRfd, outRfd, outWfd} {
-				if nonblocking(t, fd) {
-					t.Errorf("O_NONBLOCK left on descriptor %d", fd)
-				}
-			}
-			outW.Close()
-			got := <-read
-			if got.err != nil {
-				t.Errorf("reading replies: %v", got.err)
-			}
-			if err := <-werr; err != nil {
-				t.Errorf("writing requests: %v", err)
-			}
-			if got.s != want {
-				t.Errorf("got %d bytes of replies, want %d; first difference at %d", len(got.s), len(want), firstDiff(got.s, want))
-			}
+			done(t, outW, []int{inRfd, outRfd, outWfd}, want)
 		})
 	}
 }
