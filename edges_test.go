@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,7 +24,6 @@ import (
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 // The tests in this file run the built binary, as pipe(8) runs it, against
@@ -106,13 +104,6 @@ func (r result) deferred(t *testing.T, status string) {
 	if r.code != 75 || !strings.HasPrefix(r.out, status+" ") || strings.Count(r.out, "\n") != 1 {
 		t.Fatalf("exit %d (signal %v), output %.300q; want exit 75 and one line starting with %s", r.code, r.signal, r.out, status)
 	}
-}
-
-// newOnionName returns a fresh valid v3 onion name.
-func newOnionName() string {
-	key := make([]byte, 32)
-	rand.Read(key)
-	return lookup.OnionFromKey(key)
 }
 
 // torTo is a fake Tor SocksPort that routes every onion to addr.
@@ -223,7 +214,7 @@ func TestBareReplyCodes(t *testing.T) {
 		}
 		return "250"
 	})
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 	if r.code != 0 || !strings.Contains(r.out, ": 250") {
 		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
 	}
@@ -246,7 +237,7 @@ func TestLongLinesFolded(t *testing.T) {
 	s := newScriptServer(t, "220 strict.test", strict)
 	long := strings.Repeat("x", 2500)
 	in := "Subject: " + strings.Repeat("s", 1200) + "\n\n" + long + "\n." + long + "\n" + strings.Repeat("y", 998) + "\nabc\r"
-	r := runBin(t, strings.NewReader(in), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r := runBin(t, strings.NewReader(in), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 	if r.code != 0 {
 		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
 	}
@@ -294,7 +285,7 @@ func TestTLSMayNeverWorseThanNone(t *testing.T) {
 			for _, mode := range []string{"none", "may"} {
 				s := newScriptServer(t, "220 mx.test ESMTP", tc.answer)
 				r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"),
-					deliverArgs(torTo(t, s.Addr), newOnionName(), "--tls", mode)...)
+					deliverArgs(torTo(t, s.Addr), newTestOnion(), "--tls", mode)...)
 				if r.code != 0 || len(s.received()) != 1 {
 					t.Fatalf("--tls %s: exit %d, output %q, %d messages received; want delivered once", mode, r.code, r.out, len(s.received()))
 				}
@@ -393,7 +384,7 @@ func TestHostileRepliesMemory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := smtptest.NewRaw(t, func(c net.Conn) { tc.serve(c, bufio.NewReader(c)) })
-			r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newOnionName())...)
+			r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newTestOnion())...)
 			t.Logf("peak RSS %.1f MiB, %v", float64(r.peakRSS)/(1<<20), r.duration.Round(time.Millisecond))
 			if r.overRSS || r.peakRSS > 32<<20 {
 				t.Fatalf("peak RSS %d MiB (killed at %d MiB: %v), want under 32 MiB; output %.200q", r.peakRSS>>20, rssKill>>20, r.overRSS, r.out)
@@ -448,7 +439,7 @@ func TestSignals(t *testing.T) {
 					io.WriteString(c, "250 ok\r\n")
 				}
 			})
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newOnionName())...)...)
+			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newTestOnion())...)...)
 			cmd.Stdin = &bigMessage{n: 4 << 20}
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -485,7 +476,7 @@ func TestSignals(t *testing.T) {
 			time.Sleep(time.Second)
 			return "250 2.0.0 Ok: queued as SLOW"
 		})
-		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newOnionName())...)...)
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newTestOnion())...)...)
 		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -520,7 +511,7 @@ func TestSuccessLineFitsPostfixLog(t *testing.T) {
 			}
 			return esmtp(verb)
 		})
-		onion := newOnionName()
+		onion := newTestOnion()
 		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), onion)...)
 		line := strings.TrimSuffix(r.out, "\n")
 		if r.code != 0 {
@@ -552,7 +543,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 			}
 			return esmtp(verb)
 		})
-		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 		if r.code != 0 || len(s.received()) != 1 {
 			t.Errorf("EHLO answered %q: exit %d, %q; want delivered", ehlo, r.code, r.out)
 		}
@@ -563,7 +554,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 		}
 		return esmtp(verb)
 	})
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 	r.deferred(t, "4.3.2")
 }
 
@@ -571,7 +562,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 // only warns about it); the name in the reply to EHLO decides.
 func TestGreetingWithOurName(t *testing.T) {
 	s := newScriptServer(t, "220 sender.test ESMTP", esmtp)
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 	if r.code != 0 {
 		t.Fatalf("exit %d, %q; want delivered", r.code, r.out)
 	}
@@ -581,7 +572,7 @@ func TestGreetingWithOurName(t *testing.T) {
 		}
 		return esmtp(verb)
 	})
-	r = runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newOnionName())...)
+	r = runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
 	if r.code != 69 || !strings.HasPrefix(r.out, "5.4.6 ") {
 		t.Fatalf("EHLO names us: exit %d, %q; want 5.4.6", r.code, r.out)
 	}
@@ -605,7 +596,7 @@ func TestNextTargetAfterSoftFailure(t *testing.T) {
 			return esmtp(verb)
 		})
 		backup := newScriptServer(t, "220 backup.test ESMTP", esmtp)
-		o1, o2 := newOnionName(), newOnionName()
+		o1, o2 := newTestOnion(), newTestOnion()
 		socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
 			if r.Host == o1 {
 				return sockstest.Response{Dial: primary.Addr}
@@ -669,7 +660,7 @@ func TestTLSMayBrokenAfterHandshake(t *testing.T) {
 				}
 			}
 		})
-		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newOnionName(), "--tls", "may")...)
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newTestOnion(), "--tls", "may")...)
 		mu.Lock()
 		n := delivered
 		mu.Unlock()
@@ -697,7 +688,7 @@ func TestStalledInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-			args := deliverArgs(torTo(t, s.Addr), newOnionName())
+			args := deliverArgs(torTo(t, s.Addr), newTestOnion())
 			for i, a := range args {
 				if a == "--timeout" {
 					args[i+1] = tc.timeout
@@ -753,7 +744,7 @@ func TestStalledInput(t *testing.T) {
 func TestSignalsAtStartup(t *testing.T) {
 	var b strings.Builder
 	for i := range 400_000 {
-		fmt.Fprintf(&b, "d%d.example onionmx:[%s]\n", i, newOnionName())
+		fmt.Fprintf(&b, "d%d.example onionmx:[%s]\n", i, newTestOnion())
 	}
 	mapFile := filepath.Join(t.TempDir(), "transport")
 	if err := os.WriteFile(mapFile, []byte(b.String()), 0o644); err != nil {
@@ -761,7 +752,7 @@ func TestSignalsAtStartup(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM} {
 		s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver", "--map", mapFile}, deliverArgs(torTo(t, s.Addr), newOnionName())...)...)
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver", "--map", mapFile}, deliverArgs(torTo(t, s.Addr), newTestOnion())...)...)
 		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
