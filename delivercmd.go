@@ -61,6 +61,7 @@ func deliverCommand() *cli.Command {
 			durationFlag("timeout", deliver.DefaultTimeout, "`DURATION` of the whole delivery (keep it below Postfix's command_time_limit, 1000s)"),
 			durationFlag("connect-timeout", deliver.DefaultConnectTimeout, "`DURATION` of the SOCKS connect, including Tor's onion rendezvous"),
 			&cli.StringFlag{Name: "tls", Value: "none", Usage: "STARTTLS: none, may (when offered, certificate not verified) or require"},
+			&cli.BoolFlag{Name: "no-chunking", Usage: "never send the message with BDAT (RFC 3030 CHUNKING), even to one recipient: a reply lost after BDAT LAST leaves the message perhaps delivered (see README)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "SMTP transcript on stderr"},
 		},
 		Action: runDeliver,
@@ -111,6 +112,7 @@ func runDeliver(c *cli.Context) error {
 		Resolver:       resolver,
 		Helo:           helo,
 		TLS:            tlsMode,
+		NoChunking:     c.Bool("no-chunking"),
 		Timeout:        timeout,
 		ConnectTimeout: connectTimeout,
 	}

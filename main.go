@@ -77,7 +77,7 @@ func report(w io.Writer, err error) int {
 	}
 	e := deliver.AsError(err)
 	fmt.Fprintln(w, truncate(e.Error()))
-	return e.Exit
+	return e.Exit()
 }
 
 func isDeliverError(err error) bool {

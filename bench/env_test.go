@@ -91,9 +91,10 @@ func newOnion() string {
 
 // Addresses every benchmark uses.
 const (
-	sender    = "alice@sender.test"
-	recipient = "bob@recv.test"
-	helo      = "sender.test"
+	sender     = "alice@sender.test"
+	recipient  = "bob@recv.test"
+	recipient2 = "carol@recv.test"
+	helo       = "sender.test"
 )
 
 // countingSink is an SMTP sink that discards message bodies and counts

@@ -74,3 +74,13 @@ func transcript(w io.Writer, prefix string, b []byte) {
 		fmt.Fprintf(w, "%s%s\n", prefix, oneLine(string(line)))
 	}
 }
+
+// logSent puts commands that go out muted, with the body, into the
+// transcript.
+func (c *sessionConn) logSent(cmds string) {
+	if c.log != nil {
+		c.mu.Lock()
+		transcript(c.log, "C: ", []byte(cmds))
+		c.mu.Unlock()
+	}
+}

@@ -27,18 +27,27 @@
 //     temporary failure up to here tries the next target; the message has
 //     not been touched yet.
 //  5. Check the server's SIZE limit and, when an address needs it, SMTPUTF8.
-//  6. MAIL FROM (with SIZE and BODY=8BITMIME when offered), then RCPT TO for
-//     every recipient. pipe(8) takes one status for all recipients, so it is
-//     all or nothing: if any recipient is rejected, no DATA is sent.
-//  7. DATA, then the body streamed from the reader in constant memory
-//     (writeBody: CRLF line ends, dot-stuffing, lines longer than 998
-//     octets folded as smtp(8) folds them), and the final dot — only after
-//     the reader said the message ended (io.EOF) and only if the delivery
-//     was not interrupted. A 2xx reply to it is a delivery; a lost
-//     connection before the reply is temporary ("message may be sent more
-//     than once").
+//  6. The transaction (transaction.go), in as few round trips as the server
+//     allows: MAIL FROM (with SIZE and BODY=8BITMIME when offered) and RCPT
+//     TO for every recipient, all in one write with PIPELINING. pipe(8)
+//     takes one status for all recipients, so it is all or nothing: if any
+//     recipient is rejected, no message is sent.
+//  7. The message, streamed from the reader in constant memory, its line
+//     ends made CRLF and lines longer than 998 octets folded as smtp(8)
+//     folds them (body.go): after DATA's 354, dot-stuffed and ended with
+//     the final dot; or, with CHUNKING and one recipient, in BDAT chunks
+//     pipelined right behind RCPT, the last one marked LAST. The end — the
+//     dot or LAST — is sent only after the reader said the message ended
+//     (io.EOF), and only if the delivery was not interrupted. A 2xx reply
+//     to it is a delivery; a reply that does not come after it is
+//     temporary ("message may be sent more than once"), and so is, with
+//     BDAT, any reply that goes missing after LAST was sent.
 //  8. QUIT, without waiting for the reply: nothing after the 2xx can turn a
 //     delivery into a failure.
+//
+// Whether to go on with the next target after a failure is decided in one
+// place, Deliver (mayTryAgain): after a temporary failure, before a byte of
+// the message was read.
 //
 // Every reply is read through internal/reply, which bounds a reply line to
 // 2048 octets and a reply to 64 KiB (more is a broken or hostile server:
@@ -52,6 +61,7 @@ package deliver
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -114,6 +124,9 @@ type Client struct {
 	// mail loop.
 	Helo string
 	TLS  TLSMode
+	// NoChunking keeps BDAT (RFC 3030) out of deliveries: see
+	// transaction.go for what it trades.
+	NoChunking bool
 
 	// Timeout bounds the whole delivery, the wait for the reply to the
 	// final dot included.
@@ -191,7 +204,7 @@ func (r *Result) Summary() string {
 // Cancelling ctx interrupts the delivery (see the package doc); the
 // cancellation's cause names the reason in the error.
 func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Result, error) {
-	deadline := time.Now().Add(orDefault(c.Timeout, DefaultTimeout))
+	deadline := time.Now().Add(cmp.Or(c.Timeout, DefaultTimeout))
 	// hard ends the delivery at its deadline, interrupted or not.
 	hard, cancelHard := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancelHard()
@@ -208,17 +221,17 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	// field; Postfix never hands one over), and an input that already
 	// failed needs no connection. Reading it ends with the delivery's
 	// deadline or its interruption, however long the writer keeps silent.
-	body := bufio.NewReader(newCtxReader(soft, msg.Body))
+	body := &messageReader{Reader: bufio.NewReader(newCtxReader(soft, msg.Body))}
 	if _, err := body.Peek(1); err != nil {
 		switch {
 		case ctx.Err() != nil:
 			return nil, interrupted(ctx, "waiting for the message")
 		case soft.Err() != nil:
-			return nil, tempErr("4.3.0", err, "message not sent: the delivery deadline passed while waiting for the message on the input")
+			return nil, fail("4.3.0", err, "message not sent: the delivery deadline passed while waiting for the message on the input")
 		case err == io.EOF:
-			return nil, tempErr("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
+			return nil, fail("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
 		}
-		return nil, tempErr("4.3.0", err, "message not sent: %v", err)
+		return nil, fail("4.3.0", err, "message not sent: %v", err)
 	}
 	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
 	// A nexthop that is the recipients' own domain (what Postfix passes when
@@ -241,25 +254,37 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 				return res, nil
 			}
 			last = AsError(err)
-			if !last.plainRetry {
+			if !last.tlsFailed || tls != TLSMay || !mayTryAgain(last, soft, body) {
 				break
 			}
-			// TLS "may": TLS failed before the body (session.noTLS); the
-			// target is tried again in plaintext, on a new connection.
+			// TLS "may": TLS failed before the body; the target is tried
+			// again in plaintext, on a new connection.
 			tls = TLSNone
 		}
-		if !last.next || soft.Err() != nil {
+		if !mayTryAgain(last, soft, body) {
 			break
 		}
 	}
 	return nil, last
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
+// mayTryAgain decides whether, after the failure e, the delivery may go on
+// with another connection: the failure is temporary, the message has not
+// been touched (not a byte of the body read: it could not be read again),
+// and the delivery is neither interrupted nor out of time.
+func mayTryAgain(e *Error, soft context.Context, body *messageReader) bool {
+	return e.Temporary() && !body.started && soft.Err() == nil
+}
+
+// messageReader is the message, and whether a delivery has read from it.
+type messageReader struct {
+	*bufio.Reader
+	started bool
+}
+
+func (m *messageReader) Read(p []byte) (int, error) {
+	m.started = true
+	return m.Reader.Read(p)
 }
 
 // nexthop returns the parsed nexthop, or the recipients' domain when it is
@@ -285,7 +310,7 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 			if isRecipientDomain(s, rcpts) && lookup.LooksOnion(s) {
 				// Postfix's empty nexthop: the recipient domain itself,
 				// a .onion name that is not even a domain name.
-				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", s, err)
+				return nil, fail("5.1.2", err, "bad destination %s: %v", s, err)
 			}
 			return nil, ConfigError(err)
 		}
@@ -303,7 +328,7 @@ func (c *Client) nexthop(s string, rcpts []string) ([]lookup.Nexthop, error) {
 		d, err := lookup.AddressDomain(r)
 		if err != nil {
 			if i := strings.LastIndexByte(r, '@'); i >= 0 && lookup.LooksOnion(r[i+1:]) {
-				return nil, permErr("5.1.2", ExNoHost, err, "bad destination %s: %v", r[i+1:], err)
+				return nil, fail("5.1.2", err, "bad destination %s: %v", r[i+1:], err)
 			}
 			return nil, ConfigError(err)
 		}
@@ -384,11 +409,11 @@ func routeError(nh lookup.Nexthop, fromRcpt bool, err error) *Error {
 	case !errors.As(err, &le):
 		return Internal(err)
 	case le.Temporary:
-		return tempErr("4.4.3", err, "%v", err)
+		return fail("4.4.3", err, "%v", err)
 	case lookup.IsOnion(nh.Host) && fromRcpt:
 		// The recipient's own domain is an onion that cannot be used
 		// (a typo, a v2 address), bracketed or not: the address is wrong.
-		return permErr("5.1.2", ExNoHost, err, "bad destination %s: %s", nh.Host, skippedReason(le))
+		return fail("5.1.2", err, "bad destination %s: %s", nh.Host, skippedReason(le))
 	case nh.Literal:
 		// "[host]" comes from a transport map: naming anything but a
 		// usable onion there is the administrator's mistake.
@@ -398,7 +423,7 @@ func routeError(nh lookup.Nexthop, fromRcpt bool, err error) *Error {
 		// a transport map.
 		return ConfigError(fmt.Errorf("nexthop %s: %s", nh, skippedReason(le)))
 	}
-	return permErr("5.4.4", ExNoHost, err, "%v", err)
+	return fail("5.4.4", err, "%v", err)
 }
 
 // skippedReason says why a route had no usable target.
@@ -413,5 +438,5 @@ func skippedReason(le *lookup.Error) string {
 // (a signal) before the final dot: the message was not sent.
 func interrupted(ctx context.Context, phase string) *Error {
 	cause := context.Cause(ctx)
-	return tempErr("4.3.0", cause, "delivery interrupted (%v) while %s; the message was not sent", cause, phase)
+	return fail("4.3.0", cause, "delivery interrupted (%v) while %s; the message was not sent", cause, phase)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -40,6 +41,90 @@ type env struct {
 	client *deliver.Client
 	// connect, when set, overrides what the proxy does with a CONNECT.
 	connect atomic.Pointer[func(sockstest.Request) sockstest.Response]
+	// hide lists EHLO keywords the proxy takes out of the server's reply:
+	// PIPELINING and CHUNKING, to drive the client down its other paths.
+	hide []string
+	done chan struct{} // closed when the test ends, before the proxy closes
+}
+
+// A mode is a way the client can run a transaction, chosen by the EHLO
+// keywords it gets to see (go-smtp's server offers both).
+type mode struct {
+	name string
+	hide []string
+}
+
+var modes = []mode{
+	{"sequential", []string{"PIPELINING", "CHUNKING"}},
+	{"pipelining", []string{"CHUNKING"}},
+	{"chunking", nil},
+}
+
+// hideKeywords puts a relay in front of what resp would connect the client
+// to, which removes the hidden keywords from the replies to EHLO.
+func hideKeywords(t *testing.T, done <-chan struct{}, resp sockstest.Response, hide []string) sockstest.Response {
+	if resp.Dial == "" && resp.Handle == nil {
+		return resp
+	}
+	inner := resp
+	return sockstest.Response{Handle: func(c net.Conn) {
+		defer c.Close()
+		var server net.Conn
+		if inner.Dial != "" {
+			var err error
+			if server, err = net.Dial("tcp", inner.Dial); err != nil {
+				t.Error(err)
+				return
+			}
+		} else {
+			var ours net.Conn
+			server, ours = net.Pipe()
+			go inner.Handle(ours)
+		}
+		defer server.Close()
+		go func() {
+			io.Copy(server, c)
+			server.Close()
+		}()
+		finished := make(chan struct{})
+		defer close(finished)
+		go func() {
+			select {
+			case <-done: // a server that hangs: unblock both copies
+				server.Close()
+				c.Close()
+			case <-finished:
+			}
+		}()
+		// Replies, a line at a time; a multi-line reply is held until its
+		// last line, so that the new last line can be marked as such.
+		br := bufio.NewReader(server)
+		var held []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			kw, _, _ := strings.Cut(strings.TrimSpace(line[min(4, len(line)):]), " ")
+			if len(line) > 4 && slices.Contains(hide, strings.ToUpper(kw)) && len(held) > 0 {
+				if line[3] == ' ' {
+					last := held[len(held)-1]
+					held[len(held)-1] = last[:3] + " " + last[4:]
+				} else {
+					continue
+				}
+			} else {
+				held = append(held, line)
+			}
+			if len(line) > 3 && line[3] == '-' {
+				continue
+			}
+			if _, err := io.WriteString(c, strings.Join(held, "")); err != nil {
+				return
+			}
+			held = held[:0]
+		}
+	}}
 }
 
 // setConnect makes the proxy answer CONNECTs with f.
@@ -47,16 +132,21 @@ func (e *env) setConnect(f func(sockstest.Request) sockstest.Response) { e.conne
 
 func newEnv(t *testing.T, configure ...func(*smtp.Server)) *env {
 	t.Helper()
-	e := &env{onion: newOnion(t), sink: smtptest.New(t, configure...)}
+	e := &env{onion: newOnion(t), sink: smtptest.New(t, configure...), done: make(chan struct{})}
 	e.socks = sockstest.New(t, func(r sockstest.Request) sockstest.Response {
+		resp := sockstest.Response{Reply: 0xF0}
 		if f := e.connect.Load(); f != nil {
-			return (*f)(r)
+			resp = (*f)(r)
+		} else if r.Host == e.onion {
+			resp = sockstest.Response{Dial: e.sink.Addr}
 		}
-		if r.Host == e.onion {
-			return sockstest.Response{Dial: e.sink.Addr}
+		if hide := e.hide; len(hide) > 0 {
+			resp = hideKeywords(t, e.done, resp, hide)
 		}
-		return sockstest.Response{Reply: 0xF0}
+		return resp
 	})
+	// Runs before the proxy's own cleanup, which waits for its relays.
+	t.Cleanup(func() { close(e.done) })
 	e.client = &deliver.Client{
 		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
 		Resolver:       &lookup.Resolver{},
@@ -251,12 +341,13 @@ func TestLoopDetection(t *testing.T) {
 func scripted(t *testing.T, script map[string]string) func(sockstest.Request) sockstest.Response {
 	defaults := map[string]string{
 		"greeting": "220 scripted.test ESMTP",
-		"EHLO":     "250-scripted.test\r\n250 8BITMIME",
+		"EHLO":     "250-scripted.test\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 CHUNKING",
 		"HELO":     "250 scripted.test",
 		"MAIL":     "250 2.1.0 Ok",
 		"RCPT":     "250 2.1.5 Ok",
 		"DATA":     "354 End data with <CR><LF>.<CR><LF>",
 		".":        "250 2.0.0 Ok: queued as SCRIPTED",
+		"BDAT":     "250 2.0.0 chunk received",
 		"QUIT":     "221 2.0.0 Bye",
 		"RSET":     "250 2.0.0 Ok",
 	}
@@ -298,6 +389,19 @@ func scripted(t *testing.T, script map[string]string) func(sockstest.Request) so
 				}
 				if i := strings.IndexByte(verb, ':'); i >= 0 {
 					verb = verb[:i]
+				}
+				if verb == "BDAT" {
+					// "BDAT n [LAST]": n octets follow; the reply to the
+					// last chunk is that to the end of data.
+					var n int64
+					var last string
+					fmt.Sscanf(line, "BDAT %d %s", &n, &last)
+					if _, err := io.CopyN(io.Discard, br, n); err != nil {
+						return
+					}
+					if last == "LAST" {
+						verb = "."
+					}
 				}
 				if !reply(c, verb) {
 					return

@@ -27,13 +27,12 @@ const (
 
 // Error is the outcome of a delivery that did not succeed, in the terms
 // Postfix's pipe(8) needs: an RFC 3463 enhanced status code whose class says
-// whether to defer (4) or bounce (5), the sysexits status to exit with, and
-// one line of text in the words of Postfix's smtp(8).
+// whether to defer (4) or bounce (5), and one line of text in the words of
+// Postfix's smtp(8). The exit status follows from the status code (Exit),
+// so the two can never disagree.
 type Error struct {
 	// Status is the RFC 3463 enhanced status code, "4.4.1" or "5.1.1".
 	Status string
-	// Exit is the sysexits status.
-	Exit int
 	// Msg is the text after the status code.
 	Msg string
 	// Reply is the remote's reply, when the failure is one.
@@ -41,12 +40,9 @@ type Error struct {
 	// Err is the underlying cause, if any.
 	Err error
 
-	// next is set when the failure is particular to one target and the
-	// next one may be tried.
-	next bool
-	// plainRetry is set when a TLS handshake failed with TLS "may": the
-	// same target may be tried again without TLS.
-	plainRetry bool
+	// tlsFailed says that TLS failed on a connection that could go on
+	// without it: Deliver decides whether to try again in plaintext.
+	tlsFailed bool
 }
 
 func (e *Error) Error() string { return e.Status + " " + e.Msg }
@@ -56,27 +52,49 @@ func (e *Error) Unwrap() error { return e.Err }
 // Temporary reports whether Postfix is to retry the delivery later.
 func (e *Error) Temporary() bool { return strings.HasPrefix(e.Status, "4.") }
 
-// tempErr returns a temporary failure.
-func tempErr(status string, err error, format string, args ...any) *Error {
-	return &Error{Status: status, Exit: ExTempFail, Msg: fmt.Sprintf(format, args...), Err: err}
+// Exit returns the sysexits status for the error, worked out here alone
+// from its status code and whether it is the remote's reply: every 4.x.y
+// is EX_TEMPFAIL but the configuration's 4.3.5, which is EX_CONFIG
+// (pipe(8) defers it for its 4.x.y output); a permanent failure names its
+// kind as sendmail's statuses do.
+func (e *Error) Exit() int {
+	switch {
+	case e.Status == "4.3.5":
+		return ExConfig
+	case !strings.HasPrefix(e.Status, "5."):
+		// Anything but a permanent code is uncertain: defer.
+		return ExTempFail
+	case e.Status == "5.1.0" || e.Status == "5.1.1":
+		return ExNoUser // bad destination mailbox, whoever says so
+	case e.Reply != nil:
+		return ExUnavailable // the remote refused
+	case e.Status == "5.1.2" || e.Status == "5.4.4":
+		return ExNoHost // bad destination system, no route
+	case e.Status == "5.6.7":
+		return ExDataErr // SMTPUTF8 needed and not offered
+	case e.Status == "5.7.0":
+		return ExNoPerm // Tor: onion client authorization
+	}
+	return ExUnavailable
 }
 
-// permErr returns a permanent failure.
-func permErr(status string, exit int, err error, format string, args ...any) *Error {
-	return &Error{Status: status, Exit: exit, Msg: fmt.Sprintf(format, args...), Err: err}
+// fail returns the failure with status, temporary or permanent as the
+// status's class says.
+func fail(status string, err error, format string, args ...any) *Error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...), Err: err}
 }
 
 // ConfigError is a usage or configuration error: the mail is deferred with
 // 4.3.5 ("system incorrectly configured") and EX_CONFIG, never bounced, so
 // that nothing is lost while the administrator fixes it.
 func ConfigError(err error) *Error {
-	return &Error{Status: "4.3.5", Exit: ExConfig, Msg: err.Error(), Err: err}
+	return &Error{Status: "4.3.5", Msg: err.Error(), Err: err}
 }
 
 // Internal turns an unexpected failure (a panic, a bug) into a temporary
 // one: when in doubt, defer.
 func Internal(err error) *Error {
-	return &Error{Status: "4.3.0", Exit: ExTempFail, Msg: "internal error: " + err.Error(), Err: err}
+	return &Error{Status: "4.3.0", Msg: "internal error: " + err.Error(), Err: err}
 }
 
 // AsError returns err as an *Error: itself when it is one, and otherwise a
@@ -93,24 +111,14 @@ func AsError(err error) *Error {
 // worded as Postfix's smtp(8) words it:
 // "host X[25] said: 550 5.1.1 <u@d>: Recipient address rejected (in reply to RCPT TO command)".
 func replyError(host string, r *smtp.SMTPError, cmd string) *Error {
-	e := &Error{Status: replyStatus(r), Reply: r, Err: r}
-	e.Msg = fmt.Sprintf("host %s said: %s (in reply to %s command)", host, replyText(r), cmd)
-	switch {
-	case e.Temporary():
-		e.Exit = ExTempFail
-	case strings.HasPrefix(e.Status, "5.1.1"), strings.HasPrefix(e.Status, "5.1.0"):
-		e.Exit = ExNoUser
-	default:
-		e.Exit = ExUnavailable
-	}
-	return e
+	return &Error{Status: replyStatus(r, r.Code/100), Reply: r, Err: r,
+		Msg: fmt.Sprintf("host %s said: %s (in reply to %s command)", host, replyText(r), cmd)}
 }
 
-// replyStatus returns the enhanced status code for a reply: the remote's,
-// with its class taken from the reply code (as Postfix does when the two
-// disagree), or X.0.0 when the remote gave none.
-func replyStatus(r *smtp.SMTPError) string {
-	class := r.Code / 100
+// replyStatus returns the enhanced status code for a reply: the remote's
+// detail in the given class (the reply code's, as Postfix takes it when
+// the two disagree), or class.0.0 when the remote gave none.
+func replyStatus(r *smtp.SMTPError, class int) string {
 	if class != 4 && class != 5 {
 		// A reply outside 4xx/5xx where a failure is reported: the
 		// protocol went wrong, and the outcome is uncertain.

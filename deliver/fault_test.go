@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,9 @@ import (
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 )
+
+// bigBody is a message of 64 MiB.
+func bigBody() io.Reader { return io.LimitReader(zeros{}, 64<<20) }
 
 // zeros is an endless message body.
 type zeros struct{}
@@ -38,22 +42,43 @@ func garbage(c *smtp.Conn) error {
 	return nil
 }
 
-// TestFaults drives a delivery into a failure at every step and checks
-// that Postfix would be told the right thing: the status code's class and
+// outcome is what a fault must lead to.
+type outcome struct {
+	status string // wanted status code, or its prefix
+	exit   int
+	msgs   int    // messages the sink must have accepted
+	text   string // wanted in the output
+}
+
+// stored is the outcome where CHUNKING sent the whole message, BDAT LAST
+// included, before the reply that went missing or wrong: the server may
+// have the message.
+func stored(status, text string, msgs int) *outcome {
+	return &outcome{status: status, exit: 75, msgs: msgs, text: text + " -- message may be sent more than once"}
+}
+
+// TestFaults drives a delivery into a failure at every step, in each mode
+// (sequential, PIPELINING, PIPELINING with CHUNKING), and checks that
+// Postfix would be told the right thing: the status code's class and
 // detail, the exit status, and whether the sink got the message.
 func TestFaults(t *testing.T) {
 	type hooks func(s *smtptest.Sink) smtptest.Hooks
+	delivered := &outcome{}
 	cases := []struct {
 		name    string
 		socks   func(e *env) // changes how the proxy behaves
 		hooks   hooks
 		script  map[string]string // a hand-written server instead of the sink
-		body    io.Reader
-		timeout time.Duration // for the whole delivery; default 20s
-		status  string        // wanted status code, or its prefix
+		body    func() io.Reader  // the message, when not testBody
+		timeout time.Duration     // for the whole delivery; default 20s
+		status  string            // wanted status code, or its prefix
 		exit    int
 		msgs    int    // messages the sink must have accepted
 		text    string // wanted in the output
+		// chunked, when set, is the outcome with CHUNKING, where it
+		// differs: MAIL, RCPT and the whole body go out before any reply
+		// is read, and DATA is not sent at all.
+		chunked *outcome
 	}{
 		// Connecting through Tor.
 		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
@@ -112,13 +137,13 @@ func TestFaults(t *testing.T) {
 		}, status: "5.1.8", exit: 69, text: "(in reply to MAIL FROM command)"},
 		{name: "mail drop", hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Mail: func(c *smtp.Conn, _ string) error { return s.Drop(c) }}
-		}, status: "4.4.2", exit: 75, text: "MAIL FROM"},
+		}, status: "4.4.2", exit: 75, text: "MAIL FROM", chunked: stored("4.4.2", "while sending MAIL FROM", 0)},
 		{name: "mail hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Mail: func(*smtp.Conn, string) error { return s.Hang() }}
-		}, status: "4.4.2", exit: 75, text: "timed out while sending MAIL FROM"},
+		}, status: "4.4.2", exit: 75, text: "timed out while sending MAIL FROM", chunked: stored("4.4.2", "timed out while sending MAIL FROM", 0)},
 		{name: "mail garbage", hooks: func(*smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Mail: func(c *smtp.Conn, _ string) error { return garbage(c) }}
-		}, status: "4.5.0", exit: 75},
+		}, status: "4.5.0", exit: 75, chunked: stored("4.5.0", "while sending MAIL FROM", 1)},
 
 		// RCPT TO.
 		{name: "rcpt 450", hooks: func(*smtptest.Sink) smtptest.Hooks {
@@ -133,29 +158,29 @@ func TestFaults(t *testing.T) {
 		{name: "rcpt 251", script: map[string]string{"RCPT": "251 2.1.5 will forward"}, status: "", exit: 0},
 		{name: "rcpt drop", hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Rcpt: func(c *smtp.Conn, _ string) error { return s.Drop(c) }}
-		}, status: "4.4.2", exit: 75, text: "RCPT TO"},
+		}, status: "4.4.2", exit: 75, text: "RCPT TO", chunked: stored("4.4.2", "while sending RCPT TO", 0)},
 		{name: "rcpt hang", hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error { return s.Hang() }}
-		}, status: "4.4.2", exit: 75, text: "timed out while sending RCPT TO"},
+		}, status: "4.4.2", exit: 75, text: "timed out while sending RCPT TO", chunked: stored("4.4.2", "timed out while sending RCPT TO", 0)},
 		{name: "rcpt garbage", hooks: func(*smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Rcpt: func(c *smtp.Conn, _ string) error { return garbage(c) }}
-		}, status: "4.5.0", exit: 75},
+		}, status: "4.5.0", exit: 75, chunked: stored("4.5.0", "while sending RCPT TO", 1)},
 
 		// DATA.
-		{name: "data 451", script: map[string]string{"DATA": "451 4.3.0 not now"}, status: "4.3.0", exit: 75, text: "(in reply to DATA command)"},
-		{name: "data 554", script: map[string]string{"DATA": "554 5.7.1 no thanks"}, status: "5.7.1", exit: 69, text: "(in reply to DATA command)"},
-		{name: "data drop", script: map[string]string{"DATA": "drop"}, status: "4.4.2", exit: 75, text: "DATA"},
-		{name: "data hang", script: map[string]string{"DATA": "hang"}, status: "4.4.2", exit: 75, text: "timed out"},
-		{name: "data garbage", script: map[string]string{"DATA": "~~~~"}, status: "4.5.0", exit: 75},
+		{name: "data 451", script: map[string]string{"DATA": "451 4.3.0 not now"}, status: "4.3.0", exit: 75, text: "(in reply to DATA command)", chunked: delivered},
+		{name: "data 554", script: map[string]string{"DATA": "554 5.7.1 no thanks"}, status: "5.7.1", exit: 69, text: "(in reply to DATA command)", chunked: delivered},
+		{name: "data drop", script: map[string]string{"DATA": "drop"}, status: "4.4.2", exit: 75, text: "DATA", chunked: delivered},
+		{name: "data hang", script: map[string]string{"DATA": "hang"}, status: "4.4.2", exit: 75, text: "timed out", chunked: delivered},
+		{name: "data garbage", script: map[string]string{"DATA": "~~~~"}, status: "4.5.0", exit: 75, chunked: delivered},
 
 		// The body.
-		{name: "body drop", body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+		{name: "body drop", body: bigBody, hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Body: func(c *smtp.Conn, r io.Reader) error {
 				io.CopyN(io.Discard, r, 1<<20)
 				return s.Drop(c)
 			}}
 		}, status: "4.4.2", exit: 75, text: "while sending message body"},
-		{name: "body stalls", body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+		{name: "body stalls", body: bigBody, hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Body: func(*smtp.Conn, io.Reader) error { return s.Hang() }}
 		}, status: "4.4.2", exit: 75, text: "timed out while sending message body"},
 
@@ -189,69 +214,88 @@ func TestFaults(t *testing.T) {
 		{name: "overall deadline", timeout: 500 * time.Millisecond, hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error { return s.Hang() }}
 		}, status: "4.4.2", exit: 75, text: "delivery deadline"},
-		{name: "overall deadline in body", timeout: 500 * time.Millisecond, body: io.LimitReader(zeros{}, 64<<20), hooks: func(s *smtptest.Sink) smtptest.Hooks {
+		{name: "overall deadline in body", timeout: 500 * time.Millisecond, body: bigBody, hooks: func(s *smtptest.Sink) smtptest.Hooks {
 			return smtptest.Hooks{Body: func(*smtp.Conn, io.Reader) error { return s.Hang() }}
 		}, status: "4.4.2", exit: 75, text: "delivery deadline"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t)
-			short := 1 * time.Second
-			if tc.timeout != 0 {
-				short = time.Minute // only the overall deadline may fire
-			}
-			e.client.ConnectTimeout, e.client.CommandTimeout = short, short
-			e.client.BlockTimeout, e.client.DataTimeout = short, short
-			if tc.socks != nil {
-				tc.socks(e)
-			}
-			if tc.hooks != nil {
-				e.sink.SetHooks(tc.hooks(e.sink))
-			}
-			if tc.script != nil {
-				e.setConnect(scripted(t, tc.script))
-			}
-			body := tc.body
-			if body == nil {
-				body = strings.NewReader(testBody)
-			}
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 20 * time.Second
-			}
-			res, err := e.deliverBody(t, timeout, body)
-			if tc.exit == 0 {
-				if err != nil {
-					t.Fatalf("got %q (exit %d), want delivered", err, err.Exit)
+	var mu sync.Mutex
+	maybeTwice := map[string]int{} // per mode, the faults that ended "may be sent more than once"
+	t.Cleanup(func() {
+		for _, m := range modes {
+			t.Logf("%s: %d of %d faults ended \"message may be sent more than once\"", m.name, maybeTwice[m.name], len(cases))
+		}
+	})
+	for _, m := range modes {
+		for _, tc := range cases {
+			t.Run(m.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				want := outcome{status: tc.status, exit: tc.exit, msgs: tc.msgs, text: tc.text}
+				if tc.chunked != nil && m.name == "chunking" {
+					want = *tc.chunked
 				}
-				if !strings.HasPrefix(res.Reply(), "2") {
-					t.Errorf("reply %q, want 2xx", res.Reply())
+				e := newEnv(t)
+				e.hide = m.hide
+				short := 1 * time.Second
+				if tc.timeout != 0 {
+					short = time.Minute // only the overall deadline may fire
 				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("delivered (%s), want %s", res.Reply(), tc.status)
-			}
-			t.Logf("exit %d: %s", err.Exit, err)
-			if !strings.HasPrefix(err.Status, tc.status) || err.Exit != tc.exit {
-				t.Errorf("got %q exit %d, want %s exit %d", err, err.Exit, tc.status, tc.exit)
-			}
-			if err.Temporary() != (tc.exit == 75 || tc.exit == 78) {
-				t.Errorf("Temporary() = %v with exit %d", err.Temporary(), err.Exit)
-			}
-			if !strings.Contains(err.Error(), tc.text) {
-				t.Errorf("output %q does not contain %q", err, tc.text)
-			}
-			// The sink records a message after it answered (or, here,
-			// after it sent garbage): give it a moment to catch up.
-			for deadline := time.Now().Add(2 * time.Second); len(e.sink.Messages()) < tc.msgs && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if n := len(e.sink.Messages()); n != tc.msgs {
-				t.Errorf("sink accepted %d messages, want %d", n, tc.msgs)
-			}
-		})
+				e.client.ConnectTimeout, e.client.CommandTimeout = short, short
+				e.client.BlockTimeout, e.client.DataTimeout = short, short
+				if tc.socks != nil {
+					tc.socks(e)
+				}
+				if tc.hooks != nil {
+					e.sink.SetHooks(tc.hooks(e.sink))
+				}
+				if tc.script != nil {
+					e.setConnect(scripted(t, tc.script))
+				}
+				var body io.Reader = strings.NewReader(testBody)
+				if tc.body != nil {
+					body = tc.body()
+				}
+				timeout := tc.timeout
+				if timeout == 0 {
+					timeout = 20 * time.Second
+				}
+				res, err := e.deliverBody(t, timeout, body)
+				if err != nil && strings.Contains(err.Msg, "message may be sent more than once") {
+					mu.Lock()
+					maybeTwice[m.name]++
+					mu.Unlock()
+				}
+				if want.exit == 0 {
+					if err != nil {
+						t.Fatalf("got %q (exit %d), want delivered", err, err.Exit())
+					}
+					if !strings.HasPrefix(res.Reply(), "2") {
+						t.Errorf("reply %q, want 2xx", res.Reply())
+					}
+					return
+				}
+				if err == nil {
+					t.Fatalf("delivered (%s), want %s", res.Reply(), want.status)
+				}
+				t.Logf("exit %d: %s", err.Exit(), err)
+				if !strings.HasPrefix(err.Status, want.status) || err.Exit() != want.exit {
+					t.Errorf("got %q exit %d, want %s exit %d", err, err.Exit(), want.status, want.exit)
+				}
+				if err.Temporary() != (want.exit == 75 || want.exit == 78) {
+					t.Errorf("Temporary() = %v with exit %d", err.Temporary(), err.Exit())
+				}
+				if !strings.Contains(err.Error(), want.text) {
+					t.Errorf("output %q does not contain %q", err, want.text)
+				}
+				// The sink records a message after it answered (or, here,
+				// after it sent garbage): give it a moment to catch up.
+				for deadline := time.Now().Add(2 * time.Second); len(e.sink.Messages()) < want.msgs && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if n := len(e.sink.Messages()); n != want.msgs {
+					t.Errorf("sink accepted %d messages, want %d", n, want.msgs)
+				}
+			})
+		}
 	}
 }
 
@@ -339,7 +383,7 @@ func TestRecipientsAllOrNothing(t *testing.T) {
 		e := newEnv(t)
 		e.sink.SetHooks(rcptHook(e.sink))
 		_, err := e.deliver(t, 10*time.Second, tc.rcpts...)
-		if err == nil || err.Status != tc.status || err.Exit != tc.exit {
+		if err == nil || err.Status != tc.status || err.Exit() != tc.exit {
 			t.Errorf("%v: got %v (exit %d), want %s exit %d", tc.rcpts, err, errExit(err), tc.status, tc.exit)
 			continue
 		}
@@ -358,7 +402,7 @@ func errExit(e *deliver.Error) int {
 	if e == nil {
 		return 0
 	}
-	return e.Exit
+	return e.Exit()
 }
 
 // TestNeverDialsClearNet checks that a route to anything but a v3 onion is

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,11 +33,46 @@ import (
 //     bounds both and completes a bare code, one line per read, so that
 //     nothing past the reply to EHLO is left in go-smtp's buffer;
 //   - it wants exactly 250 where RFC 5321 allows any 2xx, and has neither
-//     STARTTLS on an open connection nor PIPELINING: onionmx says STARTTLS,
-//     MAIL, RCPT and DATA itself.
+//     STARTTLS on an open connection, nor PIPELINING, nor a BDAT that can
+//     be pipelined: onionmx says STARTTLS (session.startTLS) and runs the
+//     transaction itself (transaction.go), on the same connection, through
+//     the same reply.Reader, which go-smtp left empty after EHLO.
 //
 // go-smtp also sets and then clears the connection's deadline around each
 // command; sessionConn gives every write its own deadline again.
+
+// goSMTPHello says EHLO with go-smtp's client, and HELO when EHLO is
+// refused. go-smtp falls back to HELO only after 500 or 502 and wants
+// exactly 250; Postfix's smtp(8) falls back after any refusal but 421, and
+// takes any 2xx: the rest is done here. It returns the replies read (for
+// the loop check and the keywords) and the command that succeeded.
+func (s *session) goSMTPHello() (replies []byte, cmd string, _ error) {
+	client, seen := newHelloClient(s)
+	err := client.Hello(s.c.Helo)
+	replies = seen.Bytes()
+	cmd = helloCommand(replies)
+	var r *smtp.SMTPError
+	switch {
+	case err == nil:
+	case errors.As(err, &r) && r.Code/100 == 2:
+		// A 2xx other than the 250 go-smtp wants.
+	case errors.As(err, &r) && cmd == "EHLO" && r.Code != 421:
+		rep, err := s.command("HELO "+s.c.Helo, s.cmdWait)
+		if err != nil {
+			return nil, "", s.tlsFailed(s.netError("performing the HELO handshake", err))
+		}
+		if rep.Code/100 != 2 {
+			return nil, "", replyError(s.host, smtpError(rep), "HELO")
+		}
+		replies = append(replies, replyBytes(rep)...)
+		cmd = "HELO"
+	case errors.As(err, &r):
+		return nil, "", replyError(s.host, r, cmd)
+	default:
+		return nil, "", s.tlsFailed(s.netError("performing the EHLO handshake", err))
+	}
+	return replies, cmd, nil
+}
 
 // newHelloClient returns go-smtp's client on the session's connection,
 // the greeting replayed, and the buffer that keeps what it reads.

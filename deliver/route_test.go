@@ -174,8 +174,8 @@ func TestDNSFailures(t *testing.T) {
 	} {
 		_, err := r.deliver(t, "", "user@"+tc.domain)
 		e := deliver.AsError(err)
-		if err == nil || e.Status != tc.status || e.Exit != tc.exit || !strings.Contains(e.Error(), tc.text) {
-			t.Errorf("%s: got %v (exit %d), want %s exit %d with %q", tc.domain, err, e.Exit, tc.status, tc.exit, tc.text)
+		if err == nil || e.Status != tc.status || e.Exit() != tc.exit || !strings.Contains(e.Error(), tc.text) {
+			t.Errorf("%s: got %v (exit %d), want %s exit %d with %q", tc.domain, err, e.Exit(), tc.status, tc.exit, tc.text)
 		}
 	}
 	if n := len(r.socks.Requests()); n != 0 {
@@ -205,7 +205,7 @@ func TestMapConfiguration(t *testing.T) {
 		{"u@relayed.example", "configuration mismatch: transport:2: "},
 	} {
 		_, err := r.deliver(t, "", tc.rcpt)
-		if e := deliver.AsError(err); err == nil || e.Status != "4.3.5" || e.Exit != 78 || !strings.HasPrefix(e.Msg, tc.text) {
+		if e := deliver.AsError(err); err == nil || e.Status != "4.3.5" || e.Exit() != 78 || !strings.HasPrefix(e.Msg, tc.text) {
 			t.Errorf("%s: got %v, want 4.3.5 %s...", tc.rcpt, err, tc.text)
 		}
 	}

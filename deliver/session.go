@@ -1,18 +1,16 @@
 package deliver
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/internal/reply"
 	"github.com/onionmx/onionmx/lookup"
@@ -50,9 +48,8 @@ type session struct {
 	dataWait time.Duration
 }
 
-// session runs one SMTP session with target t. A returned *Error has next
-// set when the next target may be tried, and plainRetry when this one may
-// be tried again without TLS.
+// session runs one SMTP session with target t. Whether a failure may try
+// the next target, or this one again without TLS, Deliver decides.
 func (c *Client) session(soft, hard, stop context.Context, domain string, t lookup.Target, best bool, mode TLSMode, msg *Message) (*Result, error) {
 	// Never dial anything but a v3 onion through Tor, whatever the caller
 	// resolved: a clear-net name would leave through an exit relay.
@@ -63,8 +60,8 @@ func (c *Client) session(soft, hard, stop context.Context, domain string, t look
 		c: c, soft: soft, hard: hard, stop: stop,
 		domain: domain, target: t, tls: mode, best: best,
 		host:     fmt.Sprintf("%s[%d]", t.Host, t.Port),
-		cmdWait:  orDefault(c.CommandTimeout, DefaultCommandTimeout),
-		dataWait: orDefault(c.DataTimeout, DefaultDataTimeout),
+		cmdWait:  cmp.Or(c.CommandTimeout, DefaultCommandTimeout),
+		dataWait: cmp.Or(c.DataTimeout, DefaultDataTimeout),
 	}
 	if err := s.connect(); err != nil {
 		return nil, err
@@ -85,38 +82,22 @@ func (c *Client) session(soft, hard, stop context.Context, domain string, t look
 	if err := s.hello(); err != nil {
 		return nil, err
 	}
-	if err := s.limits(msg); err != nil {
-		return nil, s.quit(err)
-	}
-	if err := s.mail(msg); err != nil {
-		return nil, err
-	}
-	if err := s.rcpts(msg); err != nil {
-		return nil, err
-	}
-	res, err := s.data(msg)
-	if err != nil {
-		return nil, err
-	}
-	s.quit(nil)
-	return res, nil
+	return s.transaction(msg)
 }
 
 // Step 2: connect through Tor.
 func (s *session) connect() error {
-	dctx, cancel := context.WithTimeout(s.soft, orDefault(s.c.ConnectTimeout, DefaultConnectTimeout))
+	dctx, cancel := context.WithTimeout(s.soft, cmp.Or(s.c.ConnectTimeout, DefaultConnectTimeout))
 	defer cancel()
 	raw, err := s.c.Dialer.DialContext(dctx, "tcp", s.target.Addr())
 	if err != nil {
 		if s.stop.Err() != nil {
 			return interrupted(s.stop, "connecting to "+s.target.Addr())
 		}
-		e := dialError(fmtStringer(s.c.Dialer), s.target.Addr(), err, s.soft.Err())
-		e.next = e.Temporary()
-		return e
+		return dialError(fmtStringer(s.c.Dialer), s.target.Addr(), err, s.soft.Err())
 	}
 	s.raw = raw
-	s.sc = &sessionConn{Conn: raw, writeTimeout: orDefault(s.c.BlockTimeout, DefaultBlockTimeout), log: s.c.Transcript}
+	s.sc = &sessionConn{Conn: raw, writeTimeout: cmp.Or(s.c.BlockTimeout, DefaultBlockTimeout), log: s.c.Transcript}
 	s.rr = reply.NewReader(s.sc)
 	return nil
 }
@@ -126,15 +107,14 @@ func (s *session) greeting() error {
 	const phase = "receiving the initial server greeting"
 	rep, err := s.readReply(s.cmdWait)
 	if err != nil {
-		return s.retry(s.netError(phase, err))
+		return s.netError(phase, err)
 	}
 	if rep.Code != 220 {
 		// Postfix's smtp_skip_5xx_greeting: a 5xx greeting is as good as a
 		// 4xx one, and the next server is tried.
 		r := smtpError(rep)
-		e := tempErr("4"+replyStatus(r)[1:], r, "host %s refused to talk to me: %s", s.host, replyText(r))
-		e.Reply = r
-		return s.retry(e)
+		return &Error{Status: replyStatus(r, 4), Reply: r, Err: r,
+			Msg: fmt.Sprintf("host %s refused to talk to me: %s", s.host, replyText(r))}
 	}
 	// A greeting that names us is not yet a loop (smtp(8) only warns):
 	// the name in the reply to EHLO decides.
@@ -142,47 +122,26 @@ func (s *session) greeting() error {
 	return nil
 }
 
-// Step 4: EHLO or HELO, after STARTTLS when asked for. go-smtp's client
-// says EHLO, and HELO when EHLO is answered 500 or 502 (see gosmtp.go for
-// how it is fed). As Postfix's smtp(8), any other refusal of EHLO but 421
-// falls back to HELO too, and any 2xx is a success.
+// Step 4: EHLO or HELO, after STARTTLS when asked for (go-smtp's client,
+// completed in gosmtp.go). The names the server gives itself are checked
+// for a mail loop.
 func (s *session) hello() error {
 	if s.tls != TLSNone {
 		if err := s.startTLS(); err != nil {
 			return err
 		}
 	}
-	client, seen := newHelloClient(s)
-	err := client.Hello(s.c.Helo)
-	captured := seen.Bytes()
-	cmd := helloCommand(captured)
-	var r *smtp.SMTPError
-	switch {
-	case err == nil:
-	case errors.As(err, &r) && r.Code/100 == 2:
-		// A 2xx other than the 250 go-smtp wants.
-	case errors.As(err, &r) && cmd == "EHLO" && r.Code != 421:
-		rep, err := s.command("HELO "+s.c.Helo, s.cmdWait)
-		if err != nil {
-			return s.tlsFailed(s.netError("performing the HELO handshake", err))
-		}
-		if rep.Code/100 != 2 {
-			return s.retry(replyError(s.host, smtpError(rep), "HELO"))
-		}
-		captured = append(captured, replyBytes(rep)...)
-		cmd = "HELO"
-	case errors.As(err, &r):
-		return s.retry(replyError(s.host, r, cmd))
-	default:
-		return s.tlsFailed(s.netError("performing the EHLO handshake", err))
+	replies, cmd, err := s.goSMTPHello()
+	if err != nil {
+		return err
 	}
-	for _, name := range helloNames(captured) {
+	for _, name := range helloNames(replies) {
 		if err := s.checkLoop(name); err != nil {
 			return err
 		}
 	}
 	if cmd == "EHLO" {
-		s.ext = ehloKeywords(captured)
+		s.ext = ehloKeywords(replies)
 	}
 	return nil
 }
@@ -194,18 +153,18 @@ func (s *session) hello() error {
 func (s *session) startTLS() error {
 	rep, err := s.command("EHLO "+s.c.Helo, s.cmdWait)
 	if err != nil {
-		return s.retry(s.netError("performing the EHLO handshake", err))
+		return s.netError("performing the EHLO handshake", err)
 	}
 	if rep.Code != 250 {
 		r := smtpError(rep)
 		switch {
 		case s.tls == TLSRequire:
-			return s.retry(tempErr("4.7.4", r, "TLS is required, but host %s rejected EHLO: %s", s.host, replyText(r)))
+			return fail("4.7.4", r, "TLS is required, but host %s rejected EHLO: %s", s.host, replyText(r))
 		case rep.Code/100 == 5:
 			// No ESMTP, so no STARTTLS: plaintext, as with --tls none.
 			return nil
 		}
-		return s.retry(replyError(s.host, r, "EHLO"))
+		return replyError(s.host, r, "EHLO")
 	}
 	if err := s.checkLoop(rep.Lines[0]); err != nil {
 		return err
@@ -218,22 +177,22 @@ func (s *session) startTLS() error {
 	}
 	if !offered {
 		if s.tls == TLSRequire {
-			return s.quit(s.retry(tempErr("4.7.4", nil, "TLS is required, but was not offered by host %s", s.host)))
+			return s.quit(fail("4.7.4", nil, "TLS is required, but was not offered by host %s", s.host))
 		}
 		return nil
 	}
 	rep, err = s.command("STARTTLS", s.cmdWait)
 	if err != nil {
-		return s.retry(s.netError("sending STARTTLS", err))
+		return s.netError("sending STARTTLS", err)
 	}
 	if rep.Code != 220 {
 		r := smtpError(rep)
 		switch {
 		case s.tls == TLSRequire:
-			return s.quit(s.retry(tempErr("4.7.4", r, "TLS is required, but host %s refused to start TLS: %s", s.host, replyText(r))))
+			return s.quit(fail("4.7.4", r, "TLS is required, but host %s refused to start TLS: %s", s.host, replyText(r)))
 		case rep.Code == 421:
 			// The server is closing the connection.
-			return s.retry(replyError(s.host, r, "STARTTLS"))
+			return replyError(s.host, r, "STARTTLS")
 		}
 		// Opportunistic: go on in plaintext on this connection.
 		return nil
@@ -241,7 +200,7 @@ func (s *session) startTLS() error {
 	if s.rr.Buffered() > 0 {
 		// Bytes after the 220 would be read as if they came over TLS
 		// (the STARTTLS injection of CVE-2011-0411): TLS failed.
-		return s.noTLS(tempErr("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host))
+		return s.noTLS(fail("4.5.0", nil, "host %s sent data after its reply to STARTTLS", s.host))
 	}
 	tconn := tls.Client(s.raw, &tls.Config{
 		ServerName: s.target.Host,
@@ -255,7 +214,7 @@ func (s *session) startTLS() error {
 		if s.guard.aborted() || s.stop.Err() != nil {
 			return interrupted(s.stop, "starting TLS")
 		}
-		return s.noTLS(tempErr("4.7.5", err, "TLS handshake with host %s failed: %v", s.host, err))
+		return s.noTLS(fail("4.7.5", err, "TLS handshake with host %s failed: %v", s.host, err))
 	}
 	s.sc = &sessionConn{Conn: tconn, writeTimeout: s.sc.writeTimeout, log: s.c.Transcript}
 	s.rr = reply.NewReader(s.sc)
@@ -263,138 +222,22 @@ func (s *session) startTLS() error {
 	return nil
 }
 
-// noTLS is a failure of TLS, temporary: with TLS "may" the target is
-// tried again in plaintext on a new connection (TLS must never fail a
-// delivery that --tls none makes); otherwise the next target is.
+// noTLS is a failure of TLS itself (STARTTLS's aftermath, the handshake,
+// the connection over TLS). Marked so, Deliver tries the target again in
+// plaintext when TLS is "may": TLS must never fail a delivery that
+// --tls none makes.
 func (s *session) noTLS(e *Error) *Error {
-	if s.tls == TLSMay && s.soft.Err() == nil && !s.guard.aborted() {
-		e.plainRetry = true
-		return e
-	}
-	return s.retry(e)
+	e.tlsFailed = true
+	return e
 }
 
 // tlsFailed is a failure of the connection before the body: over TLS, a
-// failure of TLS (noTLS); otherwise one after which the next target is
-// tried.
+// failure of TLS.
 func (s *session) tlsFailed(e *Error) *Error {
 	if s.overTLS {
 		return s.noTLS(e)
 	}
-	return s.retry(e)
-}
-
-// Step 5: what must be known before MAIL FROM.
-func (s *session) limits(msg *Message) *Error {
-	if msg.Size > 0 {
-		if max, err := strconv.ParseInt(s.ext["SIZE"], 10, 64); err == nil && max > 0 && msg.Size > max {
-			return permErr("5.3.4", ExUnavailable, nil,
-				"message size %d exceeds size limit %d of server %s", msg.Size, max, s.host)
-		}
-	}
-	if _, ok := s.ext["SMTPUTF8"]; needsSMTPUTF8(msg) && !ok {
-		return permErr("5.6.7", ExDataErr, nil,
-			"SMTPUTF8 is required, but was not offered by host %s", s.host)
-	}
-	return nil
-}
-
-// Step 6, first half: MAIL FROM.
-func (s *session) mail(msg *Message) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "MAIL FROM:<%s>", msg.Sender)
-	if _, ok := s.ext["8BITMIME"]; ok {
-		b.WriteString(" BODY=8BITMIME")
-	}
-	if _, ok := s.ext["SIZE"]; ok && msg.Size > 0 {
-		fmt.Fprintf(&b, " SIZE=%d", msg.Size)
-	}
-	if needsSMTPUTF8(msg) {
-		b.WriteString(" SMTPUTF8")
-	}
-	// Until DATA, the message is untouched: a temporary failure tries the
-	// next target, as smtp(8) keeps the recipients for the next server.
-	rep, err := s.command(b.String(), s.cmdWait)
-	if err != nil {
-		return s.tlsFailed(s.netError("sending MAIL FROM", err))
-	}
-	if rep.Code/100 != 2 {
-		return s.quit(s.retry(s.unexpected(rep, "MAIL FROM")))
-	}
-	return nil
-}
-
-// Step 6, second half: RCPT TO, all or nothing.
-func (s *session) rcpts(msg *Message) error {
-	var rejected []rejection
-	for _, rcpt := range msg.Recipients {
-		rep, err := s.command("RCPT TO:<"+rcpt+">", s.cmdWait)
-		if err != nil {
-			return s.tlsFailed(s.netError("sending RCPT TO", err))
-		}
-		switch rep.Code / 100 {
-		case 2:
-		case 4, 5:
-			rejected = append(rejected, rejection{rcpt, smtpError(rep)})
-		default:
-			return s.quit(s.retry(s.unexpected(rep, "RCPT TO")))
-		}
-	}
-	if len(rejected) > 0 {
-		return s.quit(s.retry(rcptError(s.host, rejected, len(msg.Recipients))))
-	}
-	return nil
-}
-
-// Step 7: DATA, the body, the final dot and its reply.
-func (s *session) data(msg *Message) (*Result, error) {
-	rep, err := s.command("DATA", s.cmdWait)
-	if err != nil {
-		return nil, s.tlsFailed(s.netError("sending DATA command", err))
-	}
-	if rep.Code != 354 {
-		return nil, s.quit(s.retry(s.unexpected(rep, "DATA")))
-	}
-	// The body and its final dot stay out of the transcript.
-	s.sc.mute(true, "[message body, then .]")
-	err = writeBody(s.sc, msg.Body, s.guard.commit)
-	var rerr *bodyReadError
-	switch {
-	case errors.As(err, &rerr):
-		// Never send the final dot after a partial body: closing the
-		// connection without it makes the server discard the message.
-		s.raw.Close()
-		switch {
-		case s.guard.aborted() || s.stop.Err() != nil:
-			return nil, interrupted(s.stop, "sending the message body")
-		case s.hard.Err() != nil:
-			return nil, tempErr("4.3.0", rerr.err, "message not sent: the delivery deadline passed while reading it from the input")
-		}
-		return nil, tempErr("4.3.0", rerr.err, "message not sent: %v", rerr.err)
-	case errors.Is(err, errNotCommitted):
-		return nil, interrupted(s.stop, "sending the message body")
-	case err != nil:
-		return nil, s.netError("sending message body", err)
-	}
-	rep, err = s.readReply(s.dataWait)
-	s.sc.mute(false, "")
-	const phase = "sending end of data -- message may be sent more than once"
-	if err != nil {
-		return nil, s.netError(phase, err)
-	}
-	switch rep.Code / 100 {
-	case 2:
-	case 4, 5:
-		return nil, replyError(s.host, smtpError(rep), "end of DATA")
-	default:
-		return nil, tempErr("4.5.0", nil, "host %s sent an unexpected reply while %s: %s", s.host, phase, replyText(smtpError(rep)))
-	}
-	r := smtpError(rep)
-	res := &Result{Target: s.target, Code: rep.Code, Text: oneLine(r.Message)}
-	if validEnhanced(r.EnhancedCode) {
-		res.Enhanced = fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2])
-	}
-	return res, nil
+	return e
 }
 
 // Step 8, and after a refusal: QUIT, without waiting for the reply. It
@@ -427,14 +270,7 @@ func (s *session) unexpected(rep *reply.Reply, cmd string) *Error {
 	if c := rep.Code / 100; c == 4 || c == 5 {
 		return replyError(s.host, r, cmd)
 	}
-	return tempErr("4.5.0", r, "host %s sent an unexpected reply to %s: %s", s.host, cmd, replyText(r))
-}
-
-// retry marks a temporary failure as one after which the next target may
-// be tried.
-func (s *session) retry(e *Error) *Error {
-	e.next = e.Temporary() && s.soft.Err() == nil
-	return e
+	return fail("4.5.0", r, "host %s sent an unexpected reply to %s: %s", s.host, cmd, replyText(r))
 }
 
 // checkLoop reports a mail loop when the reply to EHLO or HELO names us,
@@ -447,9 +283,9 @@ func (s *session) checkLoop(text string) error {
 		return nil
 	}
 	if s.best {
-		return permErr("5.4.6", ExUnavailable, nil, "mail for %s loops back to myself", s.domain)
+		return fail("5.4.6", nil, "mail for %s loops back to myself", s.domain)
 	}
-	return s.quit(s.retry(tempErr("4.4.6", nil, "mail for %s loops back to myself", s.domain)))
+	return s.quit(fail("4.4.6", nil, "mail for %s loops back to myself", s.domain))
 }
 
 // netError classifies a failure of the connection while in phase, in
@@ -461,15 +297,15 @@ func (s *session) netError(phase string, err error) *Error {
 	case s.guard.aborted():
 		return interrupted(s.stop, phase)
 	case s.hard.Err() != nil:
-		return tempErr("4.4.2", err, "conversation with host %s timed out while %s (delivery deadline)", s.host, phase)
+		return fail("4.4.2", err, "conversation with host %s timed out while %s (delivery deadline)", s.host, phase)
 	case isTimeout(err):
-		return tempErr("4.4.2", err, "conversation with host %s timed out while %s", s.host, phase)
+		return fail("4.4.2", err, "conversation with host %s timed out while %s", s.host, phase)
 	case errors.As(err, &rerr):
-		return tempErr("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, rerr.Msg)
+		return fail("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, rerr.Msg)
 	case errors.As(err, &perr):
-		return tempErr("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, reply.Printable(string(perr), 200))
+		return fail("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, reply.Printable(string(perr), 200))
 	}
-	return tempErr("4.4.2", err, "lost connection with host %s while %s", s.host, phase)
+	return fail("4.4.2", err, "lost connection with host %s while %s", s.host, phase)
 }
 
 // commitGuard decides, once, between the final dot and an interruption.
@@ -506,59 +342,6 @@ func (g *commitGuard) aborted() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.wasAborted
-}
-
-type rejection struct {
-	rcpt  string
-	reply *smtp.SMTPError
-}
-
-// rcptError reports rejected recipients. With one recipient it is Postfix's
-// own wording; with several, every rejected one is named, and the failure
-// is temporary if any rejection was.
-func rcptError(host string, rejected []rejection, total int) *Error {
-	if len(rejected) == 1 && total == 1 {
-		return replyError(host, rejected[0].reply, "RCPT TO")
-	}
-	first := replyError(host, rejected[0].reply, "RCPT TO")
-	for _, r := range rejected {
-		if e := replyError(host, r.reply, "RCPT TO"); e.Temporary() {
-			first = e
-			break
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "host %s rejected %d of %d recipients, nothing was sent:", host, len(rejected), total)
-	allUnknown := true
-	for i, r := range rejected {
-		if i > 0 {
-			b.WriteByte(';')
-		}
-		fmt.Fprintf(&b, " <%s>: %s", r.rcpt, replyText(r.reply))
-		if !strings.HasPrefix(replyStatus(r.reply), "5.1.") {
-			allUnknown = false
-		}
-	}
-	b.WriteString(" (in reply to RCPT TO command)")
-	e := &Error{Status: first.Status, Exit: ExUnavailable, Msg: b.String(), Reply: first.Reply, Err: first.Err}
-	switch {
-	case e.Temporary():
-		e.Exit = ExTempFail
-	case allUnknown:
-		e.Exit = ExNoUser
-	}
-	return e
-}
-
-func needsSMTPUTF8(msg *Message) bool {
-	for _, a := range append([]string{msg.Sender}, msg.Recipients...) {
-		for i := 0; i < len(a); i++ {
-			if a[i] >= 0x80 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // fmtStringer names the dialer in messages ("127.0.0.1:9050").

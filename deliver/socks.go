@@ -180,17 +180,17 @@ func dialError(socks fmt.Stringer, target string, err error, ctxErr error) *Erro
 	if code, ok := SOCKSReplyOf(err); ok {
 		switch code {
 		case ReplyOnionMissingAuth, ReplyOnionWrongAuth:
-			return permErr("5.7.0", ExNoPerm, err, "connect to %s via Tor: %s", target, code)
+			return fail("5.7.0", err, "connect to %s via Tor: %s", target, code)
 		case ReplyOnionBadAddress:
-			return permErr("5.1.2", ExNoHost, err, "connect to %s via Tor: %s", target, code)
+			return fail("5.1.2", err, "connect to %s via Tor: %s", target, code)
 		default:
 			// Descriptor, introduction and rendezvous failures come and go
 			// with the Tor network; so do Tor's standard codes.
-			return tempErr("4.4.1", err, "connect to %s via Tor: %s", target, code)
+			return fail("4.4.1", err, "connect to %s via Tor: %s", target, code)
 		}
 	}
 	if ctxErr != nil || errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-		return tempErr("4.4.1", err, "connect to %s via Tor: timed out", target)
+		return fail("4.4.1", err, "connect to %s via Tor: timed out", target)
 	}
 	if b, ok := notSOCKS5(err); ok {
 		// Something else listens there: --socks names the wrong port.
@@ -198,7 +198,7 @@ func dialError(socks fmt.Stringer, target string, err error, ctxErr error) *Erro
 		if b == '2' {
 			hint = ", as an SMTP server's 220 greeting does"
 		}
-		return &Error{Status: "4.3.5", Exit: ExConfig, Err: err,
+		return &Error{Status: "4.3.5", Err: err,
 			Msg: fmt.Sprintf("Tor SocksPort %s is not a SOCKS5 server: its answer began with %q%s (check --socks)", socks, string(rune(b)), hint)}
 	}
 	var op *net.OpError
@@ -208,13 +208,13 @@ func dialError(socks fmt.Stringer, target string, err error, ctxErr error) *Erro
 		inner := op.Err
 		var dialOp *net.OpError
 		if errors.As(inner, &dialOp) && dialOp.Op == "dial" {
-			return tempErr("4.4.1", err, "cannot connect to Tor SocksPort %s: %v", socks, dialOp.Err)
+			return fail("4.4.1", err, "cannot connect to Tor SocksPort %s: %v", socks, dialOp.Err)
 		}
 		if inner != nil {
-			return tempErr("4.4.1", err, "connect to %s via Tor SocksPort %s: %v", target, socks, inner)
+			return fail("4.4.1", err, "connect to %s via Tor SocksPort %s: %v", target, socks, inner)
 		}
 	}
-	return tempErr("4.4.1", err, "connect to %s via Tor: %v", target, err)
+	return fail("4.4.1", err, "connect to %s via Tor: %v", target, err)
 }
 
 func isTimeout(err error) bool {
