@@ -175,16 +175,3 @@ func interruptible(ctx context.Context) context.Context {
 	}()
 	return ctx
 }
-
-// checkHelo checks the EHLO name: one word of printable ASCII.
-func checkHelo(name string) error {
-	if name == "" {
-		return errors.New("--helo: empty EHLO name")
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("--helo %q: an EHLO name is one word of printable ASCII", name)
-		}
-	}
-	return nil
-}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -246,14 +247,15 @@ func TestNewDNSClient(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--dns", "127.0.0.1:53", "--dns-via-tor", "9.9.9.9:53"}, "4.3.5 --dns and --dns-via-tor exclude each other"},
-		{[]string{"--dns-via-tor", "9.9.9.9"}, `4.3.5 --dns-via-tor "9.9.9.9": want host:port`},
-		{[]string{"--dns-via-tor", "9.9.9.9:0"}, `4.3.5 --dns-via-tor "9.9.9.9:0": bad port`},
-		{[]string{"--dnssec", "on"}, `4.3.5 --dnssec "on": want off or require`},
-		{[]string{"--socks", "nowhere"}, `4.3.5 --socks "nowhere": want host:port or unix:/path`},
+		{[]string{"--dns", "127.0.0.1:53", "--dns-via-tor", "9.9.9.9:53"}, "--dns and --dns-via-tor exclude each other"},
+		{[]string{"--dns-via-tor", "9.9.9.9"}, `--dns-via-tor "9.9.9.9": want host:port`},
+		{[]string{"--dns-via-tor", "9.9.9.9:0"}, `--dns-via-tor "9.9.9.9:0": bad port`},
+		{[]string{"--dnssec", "on"}, `--dnssec "on": want off or require`},
+		{[]string{"--socks", "nowhere"}, `--socks "nowhere": want host:port or unix:/path`},
 	} {
-		if _, err := build(tc.args...); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		var cfg *configError
+		if _, err := build(tc.args...); !errors.As(err, &cfg) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want the configuration error %q", tc.args, err, tc.want)
 		}
 	}
 }

@@ -13,13 +13,13 @@ import (
 // FROM:<>.
 const NullSender = "<>"
 
-// ParseProbeSender checks the sender of the relay test (--probe-sender):
+// ParseProbeSender checks the sender of the relay test:
 // an address, local-part@domain, in ASCII without spaces or control
 // characters, whose domain is fully qualified; or "<>", the null sender.
 // Brackets around an address are dropped.
 func ParseProbeSender(s string) (string, error) {
 	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("--probe-sender %q: %s", s, why)
+		return "", errors.New(why)
 	}
 	if s == NullSender {
 		return s, nil

@@ -36,7 +36,8 @@ func (d DNSSEC) String() string {
 	return "off"
 }
 
-// ParseDNSSEC parses the --dnssec flag: "off" or "require".
+// ParseDNSSEC parses a DNSSEC mode: "off" or "require". Its error says
+// what is wanted; the caller names the value and where it came from.
 func ParseDNSSEC(s string) (DNSSEC, error) {
 	switch s {
 	case "", "off":
@@ -44,7 +45,7 @@ func ParseDNSSEC(s string) (DNSSEC, error) {
 	case "require":
 		return DNSSECRequire, nil
 	}
-	return 0, fmt.Errorf("--dnssec %q: want off or require", s)
+	return 0, errors.New("want off or require")
 }
 
 // ErrNotAuthenticated is the cause of a lookup error when DNSSEC is

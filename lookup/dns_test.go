@@ -548,7 +548,7 @@ func TestParseDNSSEC(t *testing.T) {
 			t.Errorf("%q: %v %v", in, got, err)
 		}
 	}
-	if _, err := ParseDNSSEC("on"); err == nil || err.Error() != `--dnssec "on": want off or require` {
+	if _, err := ParseDNSSEC("on"); err == nil || err.Error() != "want off or require" {
 		t.Errorf("on: %v", err)
 	}
 }

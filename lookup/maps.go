@@ -33,6 +33,9 @@ type MapError struct {
 	Line int // 0 when the error is about the whole file
 	Msg  string
 	Err  error
+	// Text is, for a database that postmap made, the text file it was
+	// made from: the one to give onionmx instead.
+	Text string
 }
 
 func (e *MapError) Error() string {
@@ -187,7 +190,7 @@ func LoadMap(path string) (*Map, error) { return LoadMapFor(path, DefaultTranspo
 // parsed as a whole; bad entries are Problems.
 func LoadMapFor(path, transport string) (*Map, error) {
 	if text, ok := isDatabase(path); ok {
-		return nil, &MapError{File: path, Msg: fmt.Sprintf("a database made by postmap, not a text map: give onionmx the text file it was made from (--map %s)", text)}
+		return nil, &MapError{File: path, Msg: "a database made by postmap, not a text map: give onionmx the text file it was made from", Text: text}
 	}
 	f, err := os.Open(path)
 	if err != nil {

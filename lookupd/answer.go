@@ -349,13 +349,13 @@ func (a *Answerer) isSelf(domain string) bool {
 	return false
 }
 
-// ParseSelf normalizes a --self value: a domain, or ".domain" for its
-// subdomains.
+// ParseSelf normalizes one of our own domains: a domain, or ".domain"
+// for its subdomains.
 func ParseSelf(s string) (string, error) {
 	parent := strings.HasPrefix(s, ".")
 	d, err := lookup.NormalizeDomain(strings.TrimPrefix(s, "."))
 	if err != nil {
-		return "", fmt.Errorf("--self %q: %v", s, err)
+		return "", err
 	}
 	if parent {
 		d = "." + d
@@ -367,19 +367,24 @@ func ParseSelf(s string) (string, error) {
 // reply (a tcp_table reply line has 4096 bytes).
 const maxTransportLen = 100
 
-// CheckTransport checks a --transport value: a master.cf service name.
+// ErrTransportChars is CheckTransport's error for a name with a character
+// that master.cf does not allow; its others are about the name's length,
+// where the name is not worth repeating.
+var ErrTransportChars = errors.New("a master.cf service name has only letters, digits, '-', '_' and '.'")
+
+// CheckTransport checks onionmx's transport name: a master.cf service name.
 func CheckTransport(name string) error {
 	if name == "" {
-		return errors.New("--transport: empty transport name")
+		return errors.New("empty transport name")
 	}
 	if len(name) > maxTransportLen {
-		return fmt.Errorf("--transport: name longer than %d characters", maxTransportLen)
+		return fmt.Errorf("name longer than %d characters", maxTransportLen)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
 		if !ok {
-			return fmt.Errorf("--transport %q: a master.cf service name has only letters, digits, '-', '_' and '.'", name)
+			return ErrTransportChars
 		}
 	}
 	return nil

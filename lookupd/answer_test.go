@@ -158,8 +158,8 @@ func TestCheckTransport(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "a:b", "a b", "a\x00", strings.Repeat("a", 101)} {
-		if err := CheckTransport(bad); err == nil {
-			t.Errorf("%q accepted", bad)
+		if err := CheckTransport(bad); err == nil || strings.Contains(err.Error(), "--") {
+			t.Errorf("%q: %v, want an error that names no flag", bad, err)
 		}
 	}
 }
@@ -171,8 +171,8 @@ func TestParseSelf(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", ".", "a b", "a@b"} {
-		if _, err := ParseSelf(bad); err == nil {
-			t.Errorf("ParseSelf(%q) accepted", bad)
+		if _, err := ParseSelf(bad); err == nil || strings.Contains(err.Error(), "--") {
+			t.Errorf("ParseSelf(%q): %v, want an error that names no flag", bad, err)
 		}
 	}
 }

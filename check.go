@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -85,7 +84,7 @@ func runCheck(c *cli.Context) (err error) {
 			return checkUnknown(c, "--probe-sender is the sender of the relay test: it needs --relay-test")
 		}
 		if sender, err = check.ParseProbeSender(c.String("probe-sender")); err != nil {
-			return checkUnknown(c, err.Error())
+			return checkUnknown(c, flagError("probe-sender", c.String("probe-sender"), err).Error())
 		}
 	}
 	targets, err := check.ParseTargets(c.Args().Slice())
@@ -98,10 +97,6 @@ func runCheck(c *cli.Context) (err error) {
 	}
 	resolver, err := newResolver(c)
 	if err != nil {
-		var e *deliver.Error
-		if errors.As(err, &e) {
-			return checkUnknown(c, e.Msg)
-		}
 		return checkUnknown(c, err.Error())
 	}
 	helo, _ := heloName(c)

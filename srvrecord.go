@@ -1,13 +1,11 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -18,7 +16,8 @@ import (
 )
 
 // The command for the receiving side: "onionmx srv-record" prints the SRV
-// record that publishes an onion MX, and checks that DNS publishes it.
+// record that publishes an onion MX, and with --verify what DNS has
+// (lookup.VerifySRV).
 
 // The fixed fields of the printed record. Priority 0 and weight 5 are what
 // the onionmx community publishes; a domain with several onions edits them.
@@ -55,31 +54,31 @@ func srvRecordCommand() *cli.Command {
 
 func runSRVRecord(c *cli.Context) error {
 	if c.Args().Present() {
-		return deliver.ConfigError(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		return badConfig(fmt.Errorf("unexpected argument %q", c.Args().First()))
 	}
 	if c.String("domain") == "" {
-		return deliver.ConfigError(errors.New("--domain is required"))
+		return badConfig(errors.New("--domain is required"))
 	}
 	if c.String("onion") == "" {
-		return deliver.ConfigError(errors.New("--onion is required"))
+		return badConfig(errors.New("--onion is required"))
 	}
 	domain, err := lookup.NormalizeDomain(c.String("domain"))
 	if err != nil {
-		return deliver.ConfigError(fmt.Errorf("--domain: %v", err))
+		return badConfig(fmt.Errorf("--domain: %v", err))
 	}
 	if lookup.IsOnion(domain) {
-		return deliver.ConfigError(fmt.Errorf("--domain %s: an onion domain needs no record, mail to it goes to the onion", domain))
+		return badConfig(fmt.Errorf("--domain %s: an onion domain needs no record, mail to it goes to the onion", domain))
 	}
 	onion := strings.TrimSuffix(strings.ToLower(c.String("onion")), ".")
 	if err := lookup.CheckOnion(onion); err != nil {
-		return deliver.ConfigError(fmt.Errorf("--onion %q: %v", c.String("onion"), err))
+		return badConfig(flagError("onion", c.String("onion"), err))
 	}
 	port, ttl := c.Int("port"), c.Int("ttl")
 	if port < 1 || port > 65535 {
-		return deliver.ConfigError(fmt.Errorf("--port %d: want 1 to 65535", port))
+		return badConfig(fmt.Errorf("--port %d: want 1 to 65535", port))
 	}
 	if ttl < 0 || ttl > maxTTL {
-		return deliver.ConfigError(fmt.Errorf("--ttl %d: want 0 to %d", ttl, maxTTL))
+		return badConfig(fmt.Errorf("--ttl %d: want 0 to %d", ttl, maxTTL))
 	}
 	// The DNS flags are checked even without --verify, before anything is
 	// printed, like every usage error.
@@ -88,7 +87,7 @@ func runSRVRecord(c *cli.Context) error {
 		return err
 	}
 
-	name := lookup.SRVService + domain + "."
+	name := lookup.SRVName(domain)
 	w := c.App.Writer
 	fmt.Fprintf(w, "%s %d IN SRV %d %d %d %s.\n", name, ttl, srvPriority, srvWeight, port, onion)
 	if !c.Bool("verify") {
@@ -97,54 +96,39 @@ func runSRVRecord(c *cli.Context) error {
 
 	ctx, cancel := context.WithTimeout(c.Context, lookupd.DefaultTimeout)
 	defer cancel()
-	_, srvs, err := dns.LookupSRV(ctx, "", "", name)
-	var dnsErr *net.DNSError
-	switch {
-	case errors.Is(err, lookup.ErrNotAuthenticated):
-		fmt.Fprintf(w, "; not verified: %s\n", oneLine(dnsErrText(err)))
-		return cli.Exit("", 1)
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		fmt.Fprintf(w, "; not published: DNS has no record %s (%s)\n", name, oneLine(dnsErrText(err)))
-		return cli.Exit("", 1)
-	case err != nil:
-		fmt.Fprintf(w, "; cannot verify: %s\n", oneLine(dnsErrText(err)))
-		return cli.Exit("", deliver.ExTempFail)
-	case len(srvs) == 0:
-		fmt.Fprintf(w, "; not published: DNS has no SRV record at %s\n", name)
-		return cli.Exit("", 1)
-	}
-
-	found := false
-	for _, s := range srvs {
-		if strings.TrimSuffix(strings.ToLower(s.Target), ".") == onion && int(s.Port) == port {
-			found = true
-		}
-	}
+	v := lookup.VerifySRV(ctx, dns, domain, onion, port)
 	authenticated := ""
 	if dns.DNSSEC == lookup.DNSSECRequire {
 		authenticated = ", DNSSEC-authenticated"
 	}
-	if found {
+	switch v.Publication {
+	case lookup.Published:
 		fmt.Fprintf(w, "; verified: DNS publishes %s port %d for %s%s\n", onion, port, domain, authenticated)
-		if len(srvs) > 1 {
-			fmt.Fprintf(w, "; DNS has %d records:\n", len(srvs))
-			writeSRVs(w, name, srvs)
+		if len(v.Records) > 1 {
+			fmt.Fprintf(w, "; DNS has %d records:\n", len(v.Records))
+			writeSRVs(w, name, v.Records)
 		}
 		return nil
+	case lookup.PublishedOther:
+		fmt.Fprintf(w, "; not published: DNS does not have %s port %d for %s; it has instead%s:\n", onion, port, domain, authenticated)
+		writeSRVs(w, name, v.Records)
+	case lookup.NotAuthenticated:
+		fmt.Fprintf(w, "; not verified: %s\n", oneLine(dnsErrText(v.Err)))
+	case lookup.NotPublished:
+		if v.Err != nil {
+			fmt.Fprintf(w, "; not published: DNS has no record %s (%s)\n", name, oneLine(dnsErrText(v.Err)))
+		} else {
+			fmt.Fprintf(w, "; not published: DNS has no SRV record at %s\n", name)
+		}
+	default:
+		fmt.Fprintf(w, "; cannot verify: %s\n", oneLine(dnsErrText(v.Err)))
+		return cli.Exit("", deliver.ExTempFail)
 	}
-	fmt.Fprintf(w, "; not published: DNS does not have %s port %d for %s; it has instead%s:\n", onion, port, domain, authenticated)
-	writeSRVs(w, name, srvs)
 	return cli.Exit("", 1)
 }
 
-// writeSRVs writes what DNS has, as commented-out zone-file lines, in the
-// order of priority, weight, target and port.
+// writeSRVs writes what DNS has, as commented-out zone-file lines.
 func writeSRVs(w io.Writer, name string, srvs []*net.SRV) {
-	srvs = slices.Clone(srvs)
-	slices.SortFunc(srvs, func(a, b *net.SRV) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(b.Weight, a.Weight),
-			cmp.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port))
-	})
 	for _, s := range srvs {
 		fmt.Fprintf(w, ";\t%s IN SRV %d %d %d %s\n", name, s.Priority, s.Weight, s.Port, oneLine(s.Target))
 	}

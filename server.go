@@ -13,78 +13,31 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
-	"github.com/onionmx/onionmx/lookup"
 	"github.com/onionmx/onionmx/lookupd"
 )
 
-// Commands that tell Postfix which domains have an onion route: "lookup"
-// for people, "socketmap" and "tcptable" for transport_maps (package
-// lookupd).
-
-// routeFlags are the flags of the three commands; --map and the DNS flags
-// are those of deliver, so that routing and delivery see the same routes.
-// --socks is used only with --dns-via-tor.
-func routeFlags() []cli.Flag {
-	return []cli.Flag{
-		mapFlag,
-		dnsFlag,
-		dnssecFlag,
-		dnsViaTorFlag,
-		socksFlag,
-		transportFlag,
-		&cli.StringSliceFlag{Name: "self", Usage: "our own `DOMAIN`, never routed over Tor (\".example.org\": its subdomains); may be repeated"},
-	}
-}
+// How the lookup servers, socketmap and tcptable, run: on stdin/stdout
+// under spawn(8), or on --listen.
 
 func serverFlags() []cli.Flag {
 	return append(routeFlags(),
 		&cli.StringFlag{Name: "listen", Usage: "serve on `unix:/path or HOST:PORT` instead of stdin/stdout (spawn(8)); tcptable: HOST:PORT only"})
 }
 
-func lookupCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "lookup",
-		Usage:     "print, as transport-map lines, what Postfix is told for each domain or address, and why",
-		ArgsUsage: "DOMAIN|ADDRESS...",
-		Description: "The static maps' problems (bad entries, each with its file and line) come first,\n" +
-			"as \"# map problem: FILE:LINE: ...\" comment lines on stdout.\n\n" +
-			"Exit status: 0 when every argument has an onion route, 1 when some have none,\n" +
-			"75 when an answer is unknown (DNS failure, a bad map entry), 78 for a usage or\n" +
-			"configuration error.",
-		Flags:  routeFlags(),
-		Action: runLookup,
-	}
-}
-
-func socketmapCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "socketmap",
-		Usage:  "answer Postfix socketmap_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
-		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, lookupd.Socketmap) },
-	}
-}
-
-func tcptableCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "tcptable",
-		Usage:  "answer Postfix tcp_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
-		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, lookupd.TCPTable) },
-	}
-}
-
-// newAnswerer builds the answerer from the flags; errors are configuration
-// errors.
+// newAnswerer builds the answerer of lookup, socketmap and tcptable from
+// the flags; errors are configErrors.
 func newAnswerer(c *cli.Context) (*lookupd.Answerer, error) {
 	a := &lookupd.Answerer{Transport: c.String("transport")}
 	if err := lookupd.CheckTransport(a.Transport); err != nil {
-		return nil, deliver.ConfigError(err)
+		if errors.Is(err, lookupd.ErrTransportChars) {
+			return nil, badConfig(flagError("transport", a.Transport, err))
+		}
+		return nil, badConfig(fmt.Errorf("--transport: %w", err))
 	}
 	for _, s := range c.StringSlice("self") {
 		d, err := lookupd.ParseSelf(s)
 		if err != nil {
-			return nil, deliver.ConfigError(err)
+			return nil, badConfig(flagError("self", s, err))
 		}
 		a.Self = append(a.Self, d)
 	}
@@ -94,63 +47,6 @@ func newAnswerer(c *cli.Context) (*lookupd.Answerer, error) {
 	}
 	a.Resolver = r
 	return a, nil
-}
-
-func runLookup(c *cli.Context) error {
-	args := c.Args().Slice()
-	if len(args) == 0 {
-		return deliver.ConfigError(errors.New("no domain or address given"))
-	}
-	for _, arg := range args {
-		if _, err := lookupd.ParseKey(arg); err != nil {
-			return deliver.ConfigError(fmt.Errorf("%q: %v", arg, err))
-		}
-	}
-	a, err := newAnswerer(c)
-	if err != nil {
-		return err
-	}
-	for _, p := range mapProblems(a) {
-		fmt.Fprintf(c.App.Writer, "# map problem: %s\n", oneLineMsg(p.Error()))
-	}
-	var none, unknown bool
-	for _, arg := range args {
-		ans := a.Lookup(c.Context, arg)
-		ans.Explain(c.App.Writer)
-		switch {
-		case ans.Class == lookupd.Temp:
-			unknown = true
-		case !ans.Routed():
-			none = true
-		}
-	}
-	switch {
-	case unknown:
-		return cli.Exit("", deliver.ExTempFail)
-	case none:
-		return cli.Exit("", 1)
-	}
-	return nil
-}
-
-// mapProblems returns the problems of the answerer's static maps, in the
-// order of --map.
-func mapProblems(a *lookupd.Answerer) []*lookup.MapError {
-	var ps []*lookup.MapError
-	for _, m := range a.Resolver.Maps {
-		ps = append(ps, m.Problems()...)
-	}
-	return ps
-}
-
-// oneLineMsg keeps a message on one line.
-func oneLineMsg(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // underSpawn reports whether stdout and stderr are the same socket, as
@@ -176,11 +72,11 @@ func syslogf(proto lookupd.Protocol, format string, args ...any) {
 
 func runServer(c *cli.Context, proto lookupd.Protocol) error {
 	if c.Args().Present() {
-		return deliver.ConfigError(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		return badConfig(fmt.Errorf("unexpected argument %q", c.Args().First()))
 	}
 	addr := c.String("listen")
 	if proto == lookupd.TCPTable && strings.HasPrefix(addr, "unix:") {
-		return deliver.ConfigError(fmt.Errorf("--listen %q: Postfix's tcp tables connect over TCP only (tcp_table(5)): listen on HOST:PORT, or serve a unix socket with onionmx socketmap", addr))
+		return badConfig(fmt.Errorf("--listen %q: Postfix's tcp tables connect over TCP only (tcp_table(5)): listen on HOST:PORT, or serve a unix socket with onionmx socketmap", addr))
 	}
 	a, cfgErr := newAnswerer(c)
 	srv := &lookupd.Server{Answerer: a, Protocol: proto}
@@ -199,10 +95,10 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 		conn := lookupd.StdioConn(c.App.Reader, c.App.Writer)
 		defer conn.Close()
 		if cfgErr != nil {
-			srv.Fail = fmt.Errorf("configuration error: %s", deliver.AsError(cfgErr).Msg)
+			srv.Fail = fmt.Errorf("configuration error: %s", cfgErr)
 			srv.ServeConn(c.Context, conn)
 			if spawned {
-				syslogf(proto, "configuration error: %s", deliver.AsError(cfgErr).Msg)
+				syslogf(proto, "configuration error: %s", cfgErr)
 				return cli.Exit("", deliver.ExConfig)
 			}
 			return cfgErr
@@ -226,7 +122,7 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 	}
 	l, err := listen(addr)
 	if err != nil {
-		return deliver.ConfigError(err)
+		return badConfig(err)
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()

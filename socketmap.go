@@ -1,0 +1,19 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/onionmx/onionmx/lookupd"
+)
+
+// "onionmx socketmap" answers Postfix's socketmap_table(5) lookups for
+// transport_maps (package lookupd); server.go runs it.
+
+func socketmapCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "socketmap",
+		Usage:  "answer Postfix socketmap_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
+		Flags:  serverFlags(),
+		Action: func(c *cli.Context) error { return runServer(c, lookupd.Socketmap) },
+	}
+}
