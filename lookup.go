@@ -3,11 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
 	"github.com/onionmx/onionmx/lookupd"
 )
@@ -45,7 +45,7 @@ func runLookup(c *cli.Context) error {
 		return err
 	}
 	for _, p := range mapProblems(a) {
-		fmt.Fprintf(c.App.Writer, "# map problem: %s\n", oneLineMsg(p.Error()))
+		fmt.Fprintf(c.App.Writer, "# map problem: %s\n", printable.Line(p.Error(), maxOutput))
 	}
 	var none, unknown bool
 	for _, arg := range args {
@@ -75,14 +75,4 @@ func mapProblems(a *lookupd.Answerer) []*lookup.MapError {
 		ps = append(ps, m.Problems()...)
 	}
 	return ps
-}
-
-// oneLineMsg keeps a message on one line.
-func oneLineMsg(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookupd"
 )
 
@@ -67,7 +68,7 @@ func syslogf(proto lookupd.Protocol, format string, args ...any) {
 		return
 	}
 	defer w.Close()
-	w.Err(oneLineMsg(fmt.Sprintf(format, args...)))
+	w.Err(printable.Line(fmt.Sprintf(format, args...), maxOutput))
 }
 
 func runServer(c *cli.Context, proto lookupd.Protocol) error {
@@ -81,7 +82,7 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 	a, cfgErr := newAnswerer(c)
 	srv := &lookupd.Server{Answerer: a, Protocol: proto}
 	logf := func(format string, args ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "onionmx %s: %s\n", proto, oneLineMsg(fmt.Sprintf(format, args...)))
+		fmt.Fprintf(c.App.ErrWriter, "onionmx %s: %s\n", proto, printable.Line(fmt.Sprintf(format, args...), maxOutput))
 	}
 	if addr == "" {
 		// Under spawn(8), stdin, stdout and stderr are all the client's
@@ -113,7 +114,7 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 				syslogf(proto, "%v", err)
 				return cli.Exit("", 1)
 			}
-			return cli.Exit(fmt.Sprintf("onionmx %s: %s", proto, oneLineMsg(err.Error())), 1)
+			return cli.Exit(fmt.Sprintf("onionmx %s: %s", proto, printable.Line(err.Error(), maxOutput)), 1)
 		}
 		return nil
 	}

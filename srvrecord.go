@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
 	"github.com/onionmx/onionmx/lookupd"
 )
@@ -25,6 +26,10 @@ const (
 	srvPriority = 0
 	srvWeight   = 5
 )
+
+// maxDNSName is the longest domain name in text, 253 octets (RFC 1035
+// section 2.3.4, less the final dot).
+const maxDNSName = 253
 
 // maxTTL is the largest TTL, 2^31-1 seconds (RFC 2181 section 8).
 const maxTTL = 1<<31 - 1
@@ -113,15 +118,15 @@ func runSRVRecord(c *cli.Context) error {
 		fmt.Fprintf(w, "; not published: DNS does not have %s port %d for %s; it has instead%s:\n", onion, port, domain, authenticated)
 		writeSRVs(w, name, v.Records)
 	case lookup.NotAuthenticated:
-		fmt.Fprintf(w, "; not verified: %s\n", oneLine(dnsErrText(v.Err)))
+		fmt.Fprintf(w, "; not verified: %s\n", printable.Line(dnsErrText(v.Err), maxOutput))
 	case lookup.NotPublished:
 		if v.Err != nil {
-			fmt.Fprintf(w, "; not published: DNS has no record %s (%s)\n", name, oneLine(dnsErrText(v.Err)))
+			fmt.Fprintf(w, "; not published: DNS has no record %s (%s)\n", name, printable.Line(dnsErrText(v.Err), maxOutput))
 		} else {
 			fmt.Fprintf(w, "; not published: DNS has no SRV record at %s\n", name)
 		}
 	default:
-		fmt.Fprintf(w, "; cannot verify: %s\n", oneLine(dnsErrText(v.Err)))
+		fmt.Fprintf(w, "; cannot verify: %s\n", printable.Line(dnsErrText(v.Err), maxOutput))
 		return cli.Exit("", deliver.ExTempFail)
 	}
 	return cli.Exit("", 1)
@@ -130,7 +135,7 @@ func runSRVRecord(c *cli.Context) error {
 // writeSRVs writes what DNS has, as commented-out zone-file lines.
 func writeSRVs(w io.Writer, name string, srvs []*net.SRV) {
 	for _, s := range srvs {
-		fmt.Fprintf(w, ";\t%s IN SRV %d %d %d %s\n", name, s.Priority, s.Weight, s.Port, oneLine(s.Target))
+		fmt.Fprintf(w, ";\t%s IN SRV %d %d %d %s\n", name, s.Priority, s.Weight, s.Port, printable.Line(s.Target, maxDNSName))
 	}
 }
 
@@ -142,14 +147,4 @@ func dnsErrText(err error) string {
 		return dnsErr.Err
 	}
 	return err.Error()
-}
-
-// oneLine keeps text from DNS on one line of printable characters.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

@@ -121,9 +121,9 @@ func lines(w io.Writer, code string, count int) error {
 	return bw.Flush()
 }
 
-// printable fails the test unless out is valid UTF-8 made of printable
+// wantPrintable fails the test unless out is valid UTF-8 made of printable
 // characters, one line per target after the status line.
-func printable(t *testing.T, out string, targets int) {
+func wantPrintable(t *testing.T, out string, targets int) {
 	t.Helper()
 	if !utf8.ValidString(out) {
 		t.Errorf("output is not valid UTF-8: %q", out)
@@ -277,7 +277,7 @@ func TestHostileRemotes(t *testing.T) {
 			if d := time.Since(start); d > c.Timeout+2*time.Second {
 				t.Errorf("the check took %s", d)
 			}
-			printable(t, out, 1)
+			wantPrintable(t, out, 1)
 			res := r.Results[0]
 			if r.Status != tc.status || res.Outcome != tc.outcome || res.Relay != tc.relayIs {
 				t.Errorf("status %v, outcome %v, relay %v; want %v, %v, %v", r.Status, res.Outcome, res.Relay, tc.status, tc.outcome, tc.relayIs)

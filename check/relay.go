@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/internal/timeout"
 )
 
 // NullSender, as the probe's sender, is the null reverse-path: MAIL
@@ -132,7 +134,7 @@ func describe(err error) string {
 	if errors.As(err, &r) {
 		return replyLine(r)
 	}
-	if isTimeout(err) {
+	if timeout.Is(err) {
 		return "timed out"
 	}
 	return clean(err.Error())

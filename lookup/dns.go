@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/onionmx/onionmx/internal/timeout"
 )
 
 // DNSSEC says whether SRV answers must be authenticated.
@@ -279,7 +281,7 @@ func (c *DNSClient) LookupSRV(ctx context.Context, service, proto, name string) 
 			resp, err := c.exchange(ctx, s.addr, q, conf)
 			if err != nil {
 				last = &net.DNSError{Err: exchangeError(s.addr, err), Name: target, Server: s.addr,
-					IsTimeout: isTimeout(err), IsTemporary: true}
+					IsTimeout: timeout.Is(err), IsTemporary: true}
 				continue
 			}
 			cname, srvs, next, err := c.decide(resp, target, s)
@@ -339,15 +341,10 @@ func rcodeName(r dnsmessage.RCode) string {
 }
 
 func exchangeError(server string, err error) string {
-	if isTimeout(err) {
+	if timeout.Is(err) {
 		return "no answer from " + server + " (timed out)"
 	}
 	return "asking " + server + ": " + err.Error()
-}
-
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &t) && t.Timeout()
 }
 
 // errMismatch is a response that does not answer our query: another ID,

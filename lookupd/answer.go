@@ -38,6 +38,7 @@
 package lookupd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -239,11 +240,7 @@ func (a *Answerer) Lookup(ctx context.Context, raw string) Answer {
 		return a.bounce(ans, k.Invalid)
 	}
 
-	timeout := a.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(a.Timeout, DefaultTimeout))
 	defer cancel()
 	// A copy of the resolver per lookup, to keep the SRV records it saw.
 	r := *a.Resolver

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
 )
 
@@ -25,7 +26,7 @@ func (ans Answer) Explain(w io.Writer) {
 		key = k.Raw
 	}
 	if k.Address && k.Domain != "" {
-		fmt.Fprintf(w, "# %s: Postfix asks for the address; the answer is that of its domain\n", oneLine(k.Raw))
+		fmt.Fprintf(w, "# %s: Postfix asks for the address; the answer is that of its domain\n", printable.Line(k.Raw, maxReason))
 	}
 	used := make([]bool, len(ans.SRV))
 	var skipped []lookup.Skipped
@@ -34,7 +35,7 @@ func (ans Answer) Explain(w io.Writer) {
 		route := ans.Route
 		if route == nil {
 			// A .onion domain onionmx cannot use: not a route.
-			fmt.Fprintf(w, "# %s: OK %s, an empty nexthop (Postfix passes the domain): %s\n", oneLine(key), ans.Result, oneLine(ans.Reason))
+			fmt.Fprintf(w, "# %s: OK %s, an empty nexthop (Postfix passes the domain): %s\n", printable.Line(key, maxReason), ans.Result, printable.Line(ans.Reason, maxReason))
 			break
 		}
 		skipped = route.Skipped
@@ -53,11 +54,11 @@ func (ans Answer) Explain(w io.Writer) {
 			fmt.Fprintf(w, "#%s\t%s:%s\t# %d%s\n", key, transportOf(ans.Result), t.Nexthop(), i+1, prefixed(": ", srvNote(ans.SRV, used, t.Addr())))
 		}
 	case NotFound:
-		fmt.Fprintf(w, "# %s: NOTFOUND, Postfix uses its next table or its default transport: %s\n", oneLine(key), oneLine(reasonWithoutSkipped(ans)))
+		fmt.Fprintf(w, "# %s: NOTFOUND, Postfix uses its next table or its default transport: %s\n", printable.Line(key, maxReason), printable.Line(reasonWithoutSkipped(ans), maxReason))
 	case Temp:
-		fmt.Fprintf(w, "# %s: TEMP, Postfix defers the mail: %s\n", oneLine(key), oneLine(reasonWithoutSkipped(ans)))
+		fmt.Fprintf(w, "# %s: TEMP, Postfix defers the mail: %s\n", printable.Line(key, maxReason), printable.Line(reasonWithoutSkipped(ans), maxReason))
 	case Perm:
-		fmt.Fprintf(w, "# %s: PERM, a malformed key: %s\n", oneLine(key), oneLine(ans.Reason))
+		fmt.Fprintf(w, "# %s: PERM, a malformed key: %s\n", printable.Line(key, maxReason), printable.Line(ans.Reason, maxReason))
 	}
 	var le *lookup.Error
 	if errors.As(ans.Err, &le) && ans.Class != Found {
@@ -68,7 +69,7 @@ func (ans Answer) Explain(w io.Writer) {
 		if note != "" {
 			note = " (" + note + ")"
 		}
-		fmt.Fprintf(w, "#\tskipped %s%s: %s\n", oneLine(s.Target), note, oneLine(s.Reason))
+		fmt.Fprintf(w, "#\tskipped %s%s: %s\n", printable.Line(s.Target, maxReason), note, printable.Line(s.Reason, maxReason))
 	}
 }
 

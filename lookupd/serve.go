@@ -2,13 +2,13 @@ package lookupd
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -113,13 +113,6 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
 // Serve accepts connections on l and serves each until it ends, many at
 // once. When ctx is done it closes l, lets each connection finish the
 // request in progress, and returns once all have ended.
@@ -192,8 +185,8 @@ func isTemporaryAccept(err error) bool {
 // by the client, idle for IdleTimeout, or ctx done). It does not close c.
 func (s *Server) ServeConn(ctx context.Context, c Conn) error {
 	codec := s.Protocol.codec()
-	ioTimeout := orDefault(s.IOTimeout, DefaultIOTimeout)
-	idleTimeout := orDefault(s.IdleTimeout, DefaultIdleTimeout)
+	ioTimeout := cmp.Or(s.IOTimeout, DefaultIOTimeout)
+	idleTimeout := cmp.Or(s.IdleTimeout, DefaultIdleTimeout)
 	// On shutdown, end the wait for the next request at once.
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -356,26 +349,3 @@ func (c *stdioConn) SetWriteDeadline(t time.Time) error {
 // maxReason bounds the reason text of a reply: Postfix logs the first 200
 // characters of a socketmap server's error.
 const maxReason = 1000
-
-// oneLine makes text safe for one line of a reply or of a comment: control
-// characters become spaces, invalid UTF-8 is replaced.
-func oneLine(s string) string {
-	s = strings.ToValidUTF8(s, "?")
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && n < len(s) && s[n]&0xc0 == 0x80 {
-		n--
-	}
-	return s[:n]
-}

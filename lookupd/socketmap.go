@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/onionmx/onionmx/internal/printable"
 )
 
 // MaxNetstring bounds the payload of a request netstring: 100000 bytes, the
@@ -109,7 +111,7 @@ func (socketmapCodec) writeAnswer(w *bufio.Writer, ans Answer) error {
 
 // socketmapReply returns the reply payload for an answer.
 func socketmapReply(ans Answer) string {
-	reason := truncate(oneLine(ans.Reason), maxReason)
+	reason := printable.Line(ans.Reason, maxReason)
 	switch ans.Class {
 	case Found:
 		return "OK " + ans.Result

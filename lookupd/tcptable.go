@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/onionmx/onionmx/internal/printable"
 )
 
 // maxTCPRequest bounds a request line: "get ", a key of MaxKeyLen bytes
@@ -44,7 +46,7 @@ func parseTCPRequest(line string) (string, error) {
 	line = strings.TrimSuffix(line, "\r")
 	cmd, arg, ok := strings.Cut(line, " ")
 	if !ok || cmd != "get" {
-		return "", &RequestError{Msg: fmt.Sprintf("unsupported request %q: want \"get KEY\"", truncate(oneLine(line), 100))}
+		return "", &RequestError{Msg: fmt.Sprintf("unsupported request %q: want \"get KEY\"", printable.Line(line, 100))}
 	}
 	key, err := decodeTCP(arg)
 	if err != nil {
@@ -134,5 +136,5 @@ func tcpReply(ans Answer) string {
 		code = "400"
 	}
 	// "NNN " and "\n" around the text.
-	return code + " " + encodeTCP(truncate(oneLine(text), maxReason*3), maxTCPReply-5) + "\n"
+	return code + " " + encodeTCP(printable.Line(text, maxReason*3), maxTCPReply-5) + "\n"
 }
