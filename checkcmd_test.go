@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"io"
 	"regexp"
 	"strings"
@@ -12,20 +11,14 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 // onionmx check against fakes the scripts cannot set up: sinks that relay
 // or not, slow sinks, SRV records. (testdata/script/check*.txtar cover the
 // rest.)
-
-func checkTestOnion() string {
-	k := make([]byte, 32)
-	rand.Read(k)
-	return lookup.OnionFromKey(k)
-}
 
 // checkCmd runs onionmx check and returns its status and stdout; stderr
 // must stay empty.
@@ -60,7 +53,7 @@ func checkRefuseMail(t *testing.T, h smtptest.Hooks) smtptest.Hooks {
 }
 
 func TestCheckRelayTest(t *testing.T) {
-	open, safe := checkTestOnion(), checkTestOnion()
+	open, safe := oniontest.New(), oniontest.New()
 	openSink, safeSink := smtptest.New(t), smtptest.New(t)
 	openSink.SetHooks(checkRefuseMail(t, smtptest.Hooks{}))
 	safeSink.SetHooks(checkRefuseMail(t, smtptest.Hooks{Rcpt: func(_ *smtp.Conn, to string) error {
@@ -93,7 +86,7 @@ func TestCheckRelayTest(t *testing.T) {
 }
 
 func TestCheckThresholds(t *testing.T) {
-	slow := checkTestOnion()
+	slow := oniontest.New()
 	sink := smtptest.New(t)
 	sink.SetHooks(checkRefuseMail(t, smtptest.Hooks{Hello: func(*smtp.Conn) error { time.Sleep(300 * time.Millisecond); return nil }}))
 	socks := checkTor(t, map[string]string{slow: sink.Addr})
@@ -114,7 +107,7 @@ func TestCheckThresholds(t *testing.T) {
 // A domain with several SRV targets: each is checked, and labelled with
 // the domain and the target.
 func TestCheckSRV(t *testing.T) {
-	o1, o2 := checkTestOnion(), checkTestOnion()
+	o1, o2 := oniontest.New(), oniontest.New()
 	sink := smtptest.New(t)
 	socks := checkTor(t, map[string]string{o1: sink.Addr})
 	dns := dnstest.New(t)
@@ -151,7 +144,7 @@ func TestCheckSRV(t *testing.T) {
 // WARNING, not OK. With --probe-sender a sender the receiver accepts, the
 // relay restriction answers: OK.
 func TestCheckRelayTestSenderRejected(t *testing.T) {
-	o := checkTestOnion()
+	o := oniontest.New()
 	sink := smtptest.New(t)
 	var mu sync.Mutex
 	var from string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -36,12 +36,6 @@ func netstrings(keys ...string) string {
 }
 
 const testMessage = "Subject: test\n\nbody\n"
-
-func newTestOnion() string {
-	key := make([]byte, 32)
-	rand.Read(key)
-	return lookup.OnionFromKey(key)
-}
 
 // TestDNSSECRequire: with --dnssec require, SRV records count only when the
 // resolver set the AD bit. deliver bounces an unauthenticated route with
@@ -126,7 +120,7 @@ type viaTorEnv struct {
 const viaTorResolver = "dns.example:53"
 
 func newViaTorEnv(t *testing.T) *viaTorEnv {
-	e := &viaTorEnv{dns: dnstest.New(t), sink: smtptest.New(t), onion: newTestOnion()}
+	e := &viaTorEnv{dns: dnstest.New(t), sink: smtptest.New(t), onion: oniontest.New()}
 	e.dns.Set("_onion-mx._tcp.signed.example.", dnstest.Answer{SRV: []dnstest.SRV{{Port: 25, Target: e.onion}}, AD: true})
 	e.socks = sockstest.New(t, func(r sockstest.Request) sockstest.Response {
 		switch r.Addr() {

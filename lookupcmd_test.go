@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,19 +9,14 @@ import (
 	"testing"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
-	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/internal/oniontest"
 )
 
 // onionmx lookup against a DNS server: the lines it prints for SRV routes
 // and its exit status. (The testscript scripts cover what needs no DNS.)
 func TestLookupCommandDNS(t *testing.T) {
 	dns := dnstest.New(t)
-	onion := func() string {
-		k := make([]byte, 32)
-		rand.Read(k)
-		return lookup.OnionFromKey(k)
-	}
-	o1, o2 := onion(), onion()
+	o1, o2 := oniontest.New(), oniontest.New()
 	dns.SetSRV("_onion-mx._tcp.one.example.", dnstest.SRV{Priority: 0, Weight: 5, Port: 25, Target: o1})
 	dns.SetSRV("_onion-mx._tcp.two.example.",
 		dnstest.SRV{Priority: 10, Weight: 0, Port: 2525, Target: o2},

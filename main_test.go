@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
@@ -12,9 +11,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 func TestMain(m *testing.M) {
@@ -35,9 +34,7 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
-			key := make([]byte, 32)
-			rand.Read(key)
-			onion := lookup.OnionFromKey(key)
+			onion := oniontest.New()
 			sink := smtptest.New(t, func(s *smtp.Server) { s.Domain = "recv.test" })
 			sink.SetHooks(smtptest.Hooks{Rcpt: func(_ *smtp.Conn, to string) error {
 				if strings.HasPrefix(to, "unknown@") {

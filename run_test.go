@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"io"
 	"strings"
 	"testing"
@@ -9,18 +8,16 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 // fakeTor routes every onion to a sink.
 func fakeTor(t *testing.T) (socks string, onion string, sink *smtptest.Sink) {
-	key := make([]byte, 32)
-	rand.Read(key)
 	sink = smtptest.New(t)
 	s := sockstest.New(t, func(sockstest.Request) sockstest.Response { return sockstest.Response{Dial: sink.Addr} })
-	return s.Addr, lookup.OnionFromKey(key), sink
+	return s.Addr, oniontest.New(), sink
 }
 
 type panicReader struct{}

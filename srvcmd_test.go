@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 )
 
 // TestSRVRecordVerify: srv-record --verify against a DNS server: exit 0
@@ -12,7 +13,7 @@ import (
 // an authenticated answer verifies. The outcome is commented zone-file
 // text after the record, so that stdout stays a valid zone fragment.
 func TestSRVRecordVerify(t *testing.T) {
-	o, other := newTestOnion(), newTestOnion()
+	o, other := oniontest.New(), oniontest.New()
 	dns := dnstest.New(t)
 	dns.Set("_onion-mx._tcp.match.example.", dnstest.Answer{SRV: []dnstest.SRV{{Weight: 5, Port: 25, Target: o}}, AD: true})
 	dns.SetSRV("_onion-mx._tcp.several.example.",

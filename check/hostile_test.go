@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 )
 
@@ -265,7 +266,7 @@ func TestHostileRemotes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := newOnion(t)
+			o := oniontest.New()
 			socks := fakeTor(t, map[string]sockstest.Response{o: {Handle: tc.srv.handle}})
 			c := checker(socks)
 			c.RelayTest = tc.relay
@@ -292,7 +293,7 @@ func TestHostileRemotes(t *testing.T) {
 // After a reply beyond the limits the connection is closed: no RSET, no
 // QUIT.
 func TestHostileRemoteClosed(t *testing.T) {
-	o := newOnion(t)
+	o := oniontest.New()
 	srv := &remote{greet: text("220 hostile.test ESMTP\r\n"), answer: func(verb string, w io.Writer) (string, bool) {
 		if verb == "RCPT" {
 			return "550 " + strings.Repeat("x", 3000) + "\r\n", true

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -15,71 +14,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/lookup"
 )
-
-// sink is an SMTP server's store of accepted messages.
-type sink struct {
-	mu   sync.Mutex
-	msgs []message
-}
-
-type message struct {
-	from  string
-	rcpts []string
-	data  string
-}
-
-func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{sink: s}, nil }
-
-func (s *sink) messages() []message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.msgs)
-}
-
-type session struct {
-	sink *sink
-	m    message
-}
-
-func (s *session) Reset()        { s.m = message{} }
-func (s *session) Logout() error { return nil }
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	s.m.from = from
-	return nil
-}
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.m.rcpts = append(s.m.rcpts, to)
-	return nil
-}
-func (s *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.m.data = string(b)
-	s.sink.mu.Lock()
-	s.sink.msgs = append(s.sink.msgs, s.m)
-	s.sink.mu.Unlock()
-	return nil
-}
-
-// startSMTP runs a go-smtp server on 127.0.0.1:0 until the test ends.
-func startSMTP(t *testing.T, name string) (*sink, string) {
-	t.Helper()
-	snk := &sink{}
-	s := smtp.NewServer(snk)
-	s.Domain = name
-	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
-	return snk, l.Addr().String()
-}
 
 // onionDialer stands in for Tor: it connects onion addresses to local SMTP
 // servers, and refuses those in refuse.
@@ -112,11 +49,11 @@ func (d *onionDialer) DialContext(ctx context.Context, network, addr string) (ne
 // through the answer alone.
 func TestAnswersDeliver(t *testing.T) {
 	f := newFixture(t)
-	sinks := map[string]*sink{}
+	sinks := map[string]*smtptest.Sink{}
 	d := &onionDialer{routes: map[string]string{}}
 	for _, addr := range []string{f.o1 + ":25", f.o1 + ":2525", f.o2 + ":25", f.o3 + ":2525"} {
-		snk, real := startSMTP(t, "smtp-"+addr[:8]+".test")
-		sinks[addr], d.routes[addr] = snk, real
+		snk := smtptest.New(t, func(s *smtp.Server) { s.Domain = "smtp-" + addr[:8] + ".test" })
+		sinks[addr], d.routes[addr] = snk, snk.Addr
 	}
 	client := &deliver.Client{
 		Dialer:         d,
@@ -186,7 +123,7 @@ func TestAnswersDeliver(t *testing.T) {
 
 				before := map[string]int{}
 				for a, s := range sinks {
-					before[a] = len(s.messages())
+					before[a] = len(s.Messages())
 				}
 				d.mu.Lock()
 				d.dialed, d.refuse = nil, map[string]bool{}
@@ -216,14 +153,14 @@ func TestAnswersDeliver(t *testing.T) {
 					t.Errorf("delivered to %s, want %s", got, want)
 				}
 				for a, s := range sinks {
-					msgs := s.messages()
+					msgs := s.Messages()
 					n := len(msgs) - before[a]
 					switch {
 					case a == want && n != 1:
 						t.Errorf("%s got %d messages, want 1", a, n)
 					case a == want:
 						m := msgs[len(msgs)-1]
-						if !slices.Equal(m.rcpts, []string{tc.rcpt}) || !strings.Contains(m.data, "hello "+tc.rcpt) {
+						if !slices.Equal(m.To, []string{tc.rcpt}) || !strings.Contains(string(m.Data), "hello "+tc.rcpt) {
 							t.Errorf("%s got %+v", a, m)
 						}
 					case n != 0:

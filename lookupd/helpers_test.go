@@ -3,7 +3,6 @@ package lookupd
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -15,16 +14,9 @@ import (
 	"time"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/lookup"
 )
-
-// newOnion returns a valid v3 onion name for a random key.
-func newOnion(t testing.TB) string {
-	t.Helper()
-	pub := make([]byte, 32)
-	rand.Read(pub)
-	return lookup.OnionFromKey(pub)
-}
 
 // v2Onion is a retired v2 address (Tor's own old one).
 const v2Onion = "expyuzz4wqqyqhjn.onion"
@@ -49,7 +41,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{dns: dnstest.New(t), o1: newOnion(t), o2: newOnion(t), o3: newOnion(t)}
+	f := &fixture{dns: dnstest.New(t), o1: oniontest.New(), o2: oniontest.New(), o3: oniontest.New()}
 	mapFile := filepath.Join(t.TempDir(), "onionmx_transport")
 	text := fmt.Sprintf("# pinned routes\npinned.example\tonionmx:[%s]:2525\n.sub.example\t[%s]\n", f.o3, f.o2)
 	if err := os.WriteFile(mapFile, []byte(text), 0o644); err != nil {
