@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/lookup"
 )
 
@@ -99,19 +100,19 @@ func newResolver(c *cli.Context) (*lookup.Resolver, error) {
 		}
 		r.Maps = append(r.Maps, m)
 	}
-	dns, err := newDNSClient(c)
+	client, err := newDNSClient(c)
 	if err != nil {
 		return nil, err
 	}
-	r.DNS = dns
+	r.DNS = client
 	return r, nil
 }
 
 // newDNSClient builds the SRV resolver from --dns, --dns-via-tor, --socks
 // and --dnssec: the system's resolvers (resolv.conf) by default, the --dns
 // server, or with --dns-via-tor that resolver through Tor and nothing else.
-func newDNSClient(c *cli.Context) (*lookup.DNSClient, error) {
-	dnssec, err := lookup.ParseDNSSEC(c.String("dnssec"))
+func newDNSClient(c *cli.Context) (*dns.Client, error) {
+	dnssec, err := dns.ParseDNSSEC(c.String("dnssec"))
 	if err != nil {
 		return nil, badConfig(flagError("dnssec", c.String("dnssec"), err))
 	}
@@ -120,7 +121,7 @@ func newDNSClient(c *cli.Context) (*lookup.DNSClient, error) {
 	if err != nil {
 		return nil, badConfig(err)
 	}
-	client := &lookup.DNSClient{DNSSEC: dnssec}
+	client := &dns.Client{DNSSEC: dnssec}
 	addr, viaTor := c.String("dns"), c.String("dns-via-tor")
 	switch {
 	case addr != "" && viaTor != "":
@@ -136,7 +137,7 @@ func newDNSClient(c *cli.Context) (*lookup.DNSClient, error) {
 		client.Servers = []string{viaTor}
 		client.TCP = true
 		client.Dial = socks.DialContext
-		client.Timeout = lookup.ViaTorDNSTimeout
+		client.Timeout = dns.ViaTorTimeout
 	case addr != "":
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, badConfig(flagError("dns", addr, errors.New("want host:port")))

@@ -8,16 +8,16 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/dns"
 )
 
 // TestNewDNSClient: the SRV resolver each combination of flags builds.
 // With --dns-via-tor it is one server, over TCP, dialled through the
-// SocksPort; DNSClient never reads resolv.conf when it has servers (see
+// SocksPort; dns.Client never reads resolv.conf when it has servers (see
 // lookup's TestDNSClientViaSOCKS), so nothing else is ever asked.
 func TestNewDNSClient(t *testing.T) {
-	build := func(args ...string) (*lookup.DNSClient, error) {
-		var got *lookup.DNSClient
+	build := func(args ...string) (*dns.Client, error) {
+		var got *dns.Client
 		app := &cli.App{
 			Flags:          []cli.Flag{dnsFlag, dnssecFlag, dnsViaTorFlag, socksFlag},
 			ExitErrHandler: func(*cli.Context, error) {},
@@ -30,15 +30,15 @@ func TestNewDNSClient(t *testing.T) {
 		return got, err
 	}
 	c, err := build()
-	if err != nil || len(c.Servers) != 0 || c.TCP || c.Dial != nil || c.DNSSEC != lookup.DNSSECOff {
+	if err != nil || len(c.Servers) != 0 || c.TCP || c.Dial != nil || c.DNSSEC != dns.DNSSECOff {
 		t.Errorf("default: %+v %v, want the system's resolvers", c, err)
 	}
 	c, err = build("--dns", "127.0.0.1:5353", "--dnssec", "require")
-	if err != nil || !slices.Equal(c.Servers, []string{"127.0.0.1:5353"}) || c.TCP || c.Dial != nil || c.DNSSEC != lookup.DNSSECRequire {
+	if err != nil || !slices.Equal(c.Servers, []string{"127.0.0.1:5353"}) || c.TCP || c.Dial != nil || c.DNSSEC != dns.DNSSECRequire {
 		t.Errorf("--dns: %+v %v", c, err)
 	}
 	c, err = build("--dns-via-tor", "9.9.9.9:53", "--socks", "unix:/run/tor/socks")
-	if err != nil || !slices.Equal(c.Servers, []string{"9.9.9.9:53"}) || !c.TCP || c.Dial == nil || c.Timeout != lookup.ViaTorDNSTimeout {
+	if err != nil || !slices.Equal(c.Servers, []string{"9.9.9.9:53"}) || !c.TCP || c.Dial == nil || c.Timeout != dns.ViaTorTimeout {
 		t.Errorf("--dns-via-tor: %+v %v, want 9.9.9.9:53 over TCP through Tor", c, err)
 	}
 	for _, tc := range []struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
 	"github.com/onionmx/onionmx/lookupd"
@@ -87,7 +88,7 @@ func runSRVRecord(c *cli.Context) error {
 	}
 	// The DNS flags are checked even without --verify, before anything is
 	// printed, like every usage error.
-	dns, err := newDNSClient(c)
+	client, err := newDNSClient(c)
 	if err != nil {
 		return err
 	}
@@ -101,9 +102,9 @@ func runSRVRecord(c *cli.Context) error {
 
 	ctx, cancel := context.WithTimeout(c.Context, lookupd.DefaultTimeout)
 	defer cancel()
-	v := lookup.VerifySRV(ctx, dns, domain, onion, port)
+	v := lookup.VerifySRV(ctx, client, domain, onion, port)
 	authenticated := ""
-	if dns.DNSSEC == lookup.DNSSECRequire {
+	if client.DNSSEC == dns.DNSSECRequire {
 		authenticated = ", DNSSEC-authenticated"
 	}
 	switch v.Publication {

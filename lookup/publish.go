@@ -7,6 +7,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/onionmx/onionmx/dns"
 )
 
 // What the receiving side publishes: the SRV record that gives a mail
@@ -28,7 +30,7 @@ const (
 	// error, or nil when the name exists without SRV records.
 	NotPublished
 	// NotAuthenticated: DNSSEC was required and the answer was not
-	// authenticated (Err, ErrNotAuthenticated).
+	// authenticated (Err, dns.ErrNotAuthenticated).
 	NotAuthenticated
 	// Unknown: DNS could not be asked, or did not answer (Err).
 	Unknown
@@ -49,7 +51,7 @@ func VerifySRV(ctx context.Context, r SRVResolver, domain, onion string, port in
 	_, srvs, err := r.LookupSRV(ctx, "", "", v.Name)
 	var dnsErr *net.DNSError
 	switch {
-	case errors.Is(err, ErrNotAuthenticated):
+	case errors.Is(err, dns.ErrNotAuthenticated):
 		v.Publication, v.Err = NotAuthenticated, err
 		return v
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:

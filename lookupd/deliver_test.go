@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/lookup"
 )
@@ -57,7 +58,7 @@ func TestAnswersDeliver(t *testing.T) {
 	}
 	client := &deliver.Client{
 		Dialer:         d,
-		Resolver:       &lookup.Resolver{DNS: &lookup.DNSClient{Servers: []string{f.dns.Addr()}}},
+		Resolver:       &lookup.Resolver{DNS: &dns.Client{Servers: []string{f.dns.Addr()}}},
 		Helo:           "sender.test",
 		ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 5 * time.Second,

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/internal/dnstest"
 	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/lookup"
@@ -67,7 +68,7 @@ func newFixture(t testing.TB) *fixture {
 	d.SetSRV("_onion-mx._tcp.self.example.", srv(0, 0, 25, f.o1))
 	d.SetSRV("_onion-mx._tcp.a.ours.example.", srv(0, 0, 25, f.o1))
 	f.a = &Answerer{
-		Resolver:  &lookup.Resolver{Maps: []*lookup.Map{m}, DNS: &lookup.DNSClient{Servers: []string{d.Addr()}}},
+		Resolver:  &lookup.Resolver{Maps: []*lookup.Map{m}, DNS: &dns.Client{Servers: []string{d.Addr()}}},
 		Transport: "onionmx",
 		Self:      []string{"self.example", ".ours.example"},
 		Timeout:   time.Second,

@@ -1,4 +1,9 @@
-package lookup
+// Package dns is onionmx's DNS client: it asks for SRV records, over UDP
+// and TCP to the system's resolvers or to one server, or as DNS over TCP
+// through Tor; it parses the answers itself, in bounded memory, and can
+// require them authenticated by DNSSEC (the AD bit of a validating
+// resolver).
+package dns
 
 import (
 	"context"
@@ -57,10 +62,10 @@ var ErrNotAuthenticated = errors.New("answer not authenticated by DNSSEC")
 // Defaults and limits of the resolver configuration, from resolv.conf(5)
 // and glibc's resolv.h.
 const (
-	// DefaultDNSTimeout is the wait for one server's answer (RES_TIMEOUT).
-	DefaultDNSTimeout = 5 * time.Second
-	// DefaultDNSAttempts is how often each server is asked (RES_DFLRETRY).
-	DefaultDNSAttempts = 2
+	// DefaultTimeout is the wait for one server's answer (RES_TIMEOUT).
+	DefaultTimeout = 5 * time.Second
+	// DefaultAttempts is how often each server is asked (RES_DFLRETRY).
+	DefaultAttempts = 2
 	// maxDNSTimeout and maxDNSAttempts cap "options timeout:" and
 	// "options attempts:" (RES_MAXRETRANS, RES_MAXRETRY).
 	maxDNSTimeout  = 30 * time.Second
@@ -71,11 +76,11 @@ const (
 	DefaultResolvConf = "/etc/resolv.conf"
 )
 
-// ViaTorDNSTimeout is the wait for one answer through Tor. The first query
+// ViaTorTimeout is the wait for one answer through Tor. The first query
 // may have to build a circuit to an exit before its stream opens, which
 // takes seconds, not the milliseconds a local resolver takes; two attempts
 // fit in the 30 s a lookup server gives one key.
-const ViaTorDNSTimeout = 15 * time.Second
+const ViaTorTimeout = 15 * time.Second
 
 // ednsUDPSize is the UDP payload size advertised with EDNS(0): the 1232
 // bytes of DNS Flag Day 2020, which avoid IP fragmentation. A larger answer
@@ -85,7 +90,7 @@ const ednsUDPSize = 1232
 // maxCNAMEs bounds the CNAME chain followed inside one answer.
 const maxCNAMEs = 8
 
-// DNSClient looks up SRV records by sending its own queries, so that it can
+// Client looks up SRV records by sending its own queries, so that it can
 // ask for DNSSEC (the DO bit, RFC 3225) and read the answer's AD bit, which
 // Go's resolver does not expose, and so that a query can travel through a
 // SOCKS proxy. It is the SRVResolver onionmx uses.
@@ -100,7 +105,7 @@ const maxCNAMEs = 8
 // resolver drops them.
 //
 // Its methods are safe for concurrent use.
-type DNSClient struct {
+type Client struct {
 	// Servers are the name servers, "host:port", asked in order. With
 	// none, those of ResolvConf are asked, read at every lookup.
 	Servers []string
@@ -139,8 +144,8 @@ type dnsConfig struct {
 }
 
 // config returns the servers and limits for one lookup.
-func (c *DNSClient) config() (*dnsConfig, error) {
-	conf := &dnsConfig{timeout: DefaultDNSTimeout, attempts: DefaultDNSAttempts, tcp: c.TCP}
+func (c *Client) config() (*dnsConfig, error) {
+	conf := &dnsConfig{timeout: DefaultTimeout, attempts: DefaultAttempts, tcp: c.TCP}
 	if len(c.Servers) > 0 {
 		// A server the administrator named (--dns, --dns-via-tor) is
 		// trusted to validate: that is what naming it with --dnssec
@@ -198,7 +203,7 @@ type ResolvConf struct {
 // or names no server, means the local server (127.0.0.1 and ::1), as for
 // glibc and Go.
 func ReadResolvConf(path string) (*ResolvConf, error) {
-	rc := &ResolvConf{Timeout: DefaultDNSTimeout, Attempts: DefaultDNSAttempts}
+	rc := &ResolvConf{Timeout: DefaultTimeout, Attempts: DefaultAttempts}
 	b, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("reading resolver configuration: %w", err)
@@ -252,7 +257,7 @@ func ReadResolvConf(path string) (*ResolvConf, error) {
 //   - a *net.DNSError wrapping ErrNotAuthenticated when DNSSEC is
 //     required and the records are not authenticated;
 //   - a temporary *net.DNSError when no server gave an answer.
-func (c *DNSClient) LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error) {
+func (c *Client) LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error) {
 	target := name
 	if service != "" || proto != "" {
 		target = "_" + service + "._" + proto + "." + name
@@ -298,7 +303,7 @@ func (c *DNSClient) LookupSRV(ctx context.Context, service, proto, name string) 
 // decide turns a response into LookupSRV's results; next says that the
 // response is no answer, and the next server is to be asked. It is all of
 // the answer handling after parsing (FuzzDNSResponse).
-func (c *DNSClient) decide(resp *response, name string, s nameserver) (cname string, srvs []*net.SRV, next bool, err error) {
+func (c *Client) decide(resp *response, name string, s nameserver) (cname string, srvs []*net.SRV, next bool, err error) {
 	dnsErr := func(text string) *net.DNSError {
 		return &net.DNSError{Err: text, Name: name, Server: s.addr, IsTemporary: true}
 	}
@@ -353,7 +358,7 @@ func exchangeError(server string, err error) string {
 var errMismatch = errors.New("response does not match the query")
 
 // exchange asks one server one question, within the configured timeout.
-func (c *DNSClient) exchange(ctx context.Context, server string, q dnsmessage.Question, conf *dnsConfig) (*response, error) {
+func (c *Client) exchange(ctx context.Context, server string, q dnsmessage.Question, conf *dnsConfig) (*response, error) {
 	ctx, cancel := context.WithTimeout(ctx, conf.timeout)
 	defer cancel()
 	id := uint16(rand.Uint32())
@@ -378,7 +383,7 @@ func (c *DNSClient) exchange(ctx context.Context, server string, q dnsmessage.Qu
 // query builds the query message: recursion desired, EDNS(0), and with
 // DNSSEC required the DO bit and the AD bit (RFC 6840 section 5.7: the
 // client wants to know whether the answer was validated).
-func (c *DNSClient) query(id uint16, q dnsmessage.Question) ([]byte, error) {
+func (c *Client) query(id uint16, q dnsmessage.Question) ([]byte, error) {
 	require := c.DNSSEC == DNSSECRequire
 	b := dnsmessage.NewBuilder(make([]byte, 2, 128), dnsmessage.Header{ID: id, RecursionDesired: true, AuthenticData: require})
 	b.EnableCompression()
@@ -409,7 +414,7 @@ func (c *DNSClient) query(id uint16, q dnsmessage.Question) ([]byte, error) {
 
 // roundTrip sends query (with its 2-byte length prefix) over network and
 // reads the response to it.
-func (c *DNSClient) roundTrip(ctx context.Context, network, server string, query []byte, id uint16, q dnsmessage.Question) (*response, error) {
+func (c *Client) roundTrip(ctx context.Context, network, server string, query []byte, id uint16, q dnsmessage.Question) (*response, error) {
 	dial := c.Dial
 	if dial == nil {
 		var d net.Dialer
@@ -432,7 +437,7 @@ func (c *DNSClient) roundTrip(ctx context.Context, network, server string, query
 	return resp, err
 }
 
-func (c *DNSClient) readResponse(conn net.Conn, network string, query []byte, id uint16, q dnsmessage.Question) (*response, error) {
+func (c *Client) readResponse(conn net.Conn, network string, query []byte, id uint16, q dnsmessage.Question) (*response, error) {
 	if network == "tcp" {
 		if _, err := conn.Write(query); err != nil {
 			return nil, err
