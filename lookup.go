@@ -9,7 +9,7 @@ import (
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
-	"github.com/onionmx/onionmx/lookupd"
+	"github.com/onionmx/onionmx/table"
 )
 
 // "onionmx lookup" prints, for people, what the lookup servers (socketmap,
@@ -36,7 +36,7 @@ func runLookup(c *cli.Context) error {
 		return badConfig(errors.New("no domain or address given"))
 	}
 	for _, arg := range args {
-		if _, err := lookupd.ParseKey(arg); err != nil {
+		if _, err := table.ParseKey(arg); err != nil {
 			return badConfig(fmt.Errorf("%q: %v", arg, err))
 		}
 	}
@@ -52,7 +52,7 @@ func runLookup(c *cli.Context) error {
 		ans := a.Lookup(c.Context, arg)
 		ans.Explain(c.App.Writer)
 		switch {
-		case ans.Class == lookupd.Temp:
+		case ans.Class == table.Temp:
 			unknown = true
 		case !ans.Routed():
 			none = true
@@ -69,7 +69,7 @@ func runLookup(c *cli.Context) error {
 
 // mapProblems returns the problems of the answerer's static maps, in the
 // order of --map.
-func mapProblems(a *lookupd.Answerer) []*lookup.MapError {
+func mapProblems(a *table.Answerer) []*lookup.MapError {
 	var ps []*lookup.MapError
 	for _, m := range a.Resolver.Maps {
 		ps = append(ps, m.Problems()...)

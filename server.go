@@ -14,7 +14,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/printable"
-	"github.com/onionmx/onionmx/lookupd"
+	"github.com/onionmx/onionmx/table"
 )
 
 // How the lookup servers, socketmap and tcptable, run: on stdin/stdout
@@ -27,16 +27,16 @@ func serverFlags() []cli.Flag {
 
 // newAnswerer builds the answerer of lookup, socketmap and tcptable from
 // the flags; errors are configErrors.
-func newAnswerer(c *cli.Context) (*lookupd.Answerer, error) {
-	a := &lookupd.Answerer{Transport: c.String("transport")}
-	if err := lookupd.CheckTransport(a.Transport); err != nil {
-		if errors.Is(err, lookupd.ErrTransportChars) {
+func newAnswerer(c *cli.Context) (*table.Answerer, error) {
+	a := &table.Answerer{Transport: c.String("transport")}
+	if err := table.CheckTransport(a.Transport); err != nil {
+		if errors.Is(err, table.ErrTransportChars) {
 			return nil, badConfig(flagError("transport", a.Transport, err))
 		}
 		return nil, badConfig(fmt.Errorf("--transport: %w", err))
 	}
 	for _, s := range c.StringSlice("self") {
-		d, err := lookupd.ParseSelf(s)
+		d, err := table.ParseSelf(s)
 		if err != nil {
 			return nil, badConfig(flagError("self", s, err))
 		}
@@ -56,13 +56,13 @@ func newAnswerer(c *cli.Context) (*lookupd.Answerer, error) {
 func underSpawn(c *cli.Context) bool {
 	out, ok1 := c.App.Writer.(*os.File)
 	errw, ok2 := c.App.ErrWriter.(*os.File)
-	return ok1 && ok2 && lookupd.SameSocket(out, errw)
+	return ok1 && ok2 && table.SameSocket(out, errw)
 }
 
 // syslogf logs one line to syslog with the mail facility, where Postfix
 // logs, for a server under spawn(8), which has nowhere else to say it. It
 // does nothing when syslog cannot be reached.
-func syslogf(proto lookupd.Protocol, format string, args ...any) {
+func syslogf(proto table.Protocol, format string, args ...any) {
 	w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_ERR, "onionmx/"+proto.String())
 	if err != nil {
 		return
@@ -71,16 +71,16 @@ func syslogf(proto lookupd.Protocol, format string, args ...any) {
 	w.Err(printable.Line(fmt.Sprintf(format, args...), maxOutput))
 }
 
-func runServer(c *cli.Context, proto lookupd.Protocol) error {
+func runServer(c *cli.Context, proto table.Protocol) error {
 	if c.Args().Present() {
 		return badConfig(fmt.Errorf("unexpected argument %q", c.Args().First()))
 	}
 	addr := c.String("listen")
-	if proto == lookupd.TCPTable && strings.HasPrefix(addr, "unix:") {
+	if proto == table.TCPTable && strings.HasPrefix(addr, "unix:") {
 		return badConfig(fmt.Errorf("--listen %q: Postfix's tcp tables connect over TCP only (tcp_table(5)): listen on HOST:PORT, or serve a unix socket with onionmx socketmap", addr))
 	}
 	a, cfgErr := newAnswerer(c)
-	srv := &lookupd.Server{Answerer: a, Protocol: proto}
+	srv := &table.Server{Answerer: a, Protocol: proto}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(c.App.ErrWriter, "onionmx %s: %s\n", proto, printable.Line(fmt.Sprintf(format, args...), maxOutput))
 	}
@@ -93,7 +93,7 @@ func runServer(c *cli.Context, proto lookupd.Protocol) error {
 		// or a terminal, stderr is free: problems and failures are said
 		// there, in one line each.
 		spawned := underSpawn(c)
-		conn := lookupd.StdioConn(c.App.Reader, c.App.Writer)
+		conn := table.StdioConn(c.App.Reader, c.App.Writer)
 		defer conn.Close()
 		if cfgErr != nil {
 			srv.Fail = fmt.Errorf("configuration error: %s", cfgErr)

@@ -3,17 +3,17 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/onionmx/onionmx/lookupd"
+	"github.com/onionmx/onionmx/table"
 )
 
 // "onionmx socketmap" answers Postfix's socketmap_table(5) lookups for
-// transport_maps (package lookupd); server.go runs it.
+// transport_maps (package table); server.go runs it.
 
 func socketmapCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "socketmap",
 		Usage:  "answer Postfix socketmap_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
 		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, lookupd.Socketmap) },
+		Action: func(c *cli.Context) error { return runServer(c, table.Socketmap) },
 	}
 }

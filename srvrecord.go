@@ -14,7 +14,7 @@ import (
 	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/lookup"
-	"github.com/onionmx/onionmx/lookupd"
+	"github.com/onionmx/onionmx/table"
 )
 
 // The command for the receiving side: "onionmx srv-record" prints the SRV
@@ -100,7 +100,7 @@ func runSRVRecord(c *cli.Context) error {
 		return nil
 	}
 
-	ctx, cancel := context.WithTimeout(c.Context, lookupd.DefaultTimeout)
+	ctx, cancel := context.WithTimeout(c.Context, table.DefaultTimeout)
 	defer cancel()
 	v := lookup.VerifySRV(ctx, client, domain, onion, port)
 	authenticated := ""

@@ -3,17 +3,17 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/onionmx/onionmx/lookupd"
+	"github.com/onionmx/onionmx/table"
 )
 
 // "onionmx tcptable" answers Postfix's tcp_table(5) lookups for
-// transport_maps (package lookupd); server.go runs it.
+// transport_maps (package table); server.go runs it.
 
 func tcptableCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "tcptable",
 		Usage:  "answer Postfix tcp_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
 		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, lookupd.TCPTable) },
+		Action: func(c *cli.Context) error { return runServer(c, table.TCPTable) },
 	}
 }

@@ -1,4 +1,4 @@
-package lookupd
+package table
 
 import (
 	"bufio"

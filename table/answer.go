@@ -1,4 +1,4 @@
-// Package lookupd answers Postfix's table lookups for transport_maps, so that
+// Package table answers Postfix's table lookups for transport_maps, so that
 // Postfix sends a message to the onionmx transport only when the recipient
 // domain has an onion route, and to its default transport otherwise. It
 // speaks two of Postfix's client/server table protocols, socketmap_table(5)
@@ -35,7 +35,7 @@
 //     timeout) and a bad static-map entry (*lookup.MapError, a
 //     configuration error, "FILE:LINE: ...") are TEMP, so that Postfix
 //     defers the mail instead of sending it over the clear net.
-package lookupd
+package table
 
 import (
 	"cmp"
