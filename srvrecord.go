@@ -99,10 +99,17 @@ func runSRVRecord(c *cli.Context) error {
 	if !c.Bool("verify") {
 		return nil
 	}
+	return verifySRV(c, client, domain, onion, port)
+}
 
+// verifySRV asks DNS for the record srv-record printed and writes what it
+// has, as zone-file comments; the exit status says whether it publishes
+// the record.
+func verifySRV(c *cli.Context, client *dns.Client, domain, onion string, port int) error {
 	ctx, cancel := context.WithTimeout(c.Context, table.DefaultTimeout)
 	defer cancel()
 	v := lookup.VerifySRV(ctx, client, domain, onion, port)
+	w, name := c.App.Writer, v.Name
 	authenticated := ""
 	if client.DNSSEC == dns.DNSSECRequire {
 		authenticated = ", DNSSEC-authenticated"
