@@ -20,6 +20,17 @@ import (
 // How the lookup servers, socketmap and tcptable, run: on stdin/stdout
 // under spawn(8), or on --listen.
 
+// serverCommand is the command of a lookup-table server: socketmap or
+// tcptable.
+func serverCommand(proto table.Protocol, usage string) *cli.Command {
+	return &cli.Command{
+		Name:   proto.String(),
+		Usage:  usage,
+		Flags:  serverFlags(),
+		Action: func(c *cli.Context) error { return runServer(c, proto) },
+	}
+}
+
 func serverFlags() []cli.Flag {
 	return append(routeFlags(),
 		&cli.StringFlag{Name: "listen", Usage: "serve on `unix:/path or HOST:PORT` instead of stdin/stdout (spawn(8)); tcptable: HOST:PORT only"})

@@ -8,12 +8,6 @@ import (
 
 // "onionmx socketmap" answers Postfix's socketmap_table(5) lookups for
 // transport_maps (package table); server.go runs it.
-
 func socketmapCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "socketmap",
-		Usage:  "answer Postfix socketmap_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
-		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, table.Socketmap) },
-	}
+	return serverCommand(table.Socketmap, "answer Postfix socketmap_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen")
 }

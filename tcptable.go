@@ -8,12 +8,6 @@ import (
 
 // "onionmx tcptable" answers Postfix's tcp_table(5) lookups for
 // transport_maps (package table); server.go runs it.
-
 func tcptableCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "tcptable",
-		Usage:  "answer Postfix tcp_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen",
-		Flags:  serverFlags(),
-		Action: func(c *cli.Context) error { return runServer(c, table.TCPTable) },
-	}
+	return serverCommand(table.TCPTable, "answer Postfix tcp_table(5) lookups for transport_maps, on stdin/stdout (spawn(8)) or --listen")
 }
