@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
@@ -214,7 +215,7 @@ func TestBareReplyCodes(t *testing.T) {
 		}
 		return "250"
 	})
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 	if r.code != 0 || !strings.Contains(r.out, ": 250") {
 		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
 	}
@@ -237,7 +238,7 @@ func TestLongLinesFolded(t *testing.T) {
 	s := newScriptServer(t, "220 strict.test", strict)
 	long := strings.Repeat("x", 2500)
 	in := "Subject: " + strings.Repeat("s", 1200) + "\n\n" + long + "\n." + long + "\n" + strings.Repeat("y", 998) + "\nabc\r"
-	r := runBin(t, strings.NewReader(in), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+	r := runBin(t, strings.NewReader(in), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 	if r.code != 0 {
 		t.Fatalf("exit %d, output %q; want delivered", r.code, r.out)
 	}
@@ -285,7 +286,7 @@ func TestTLSMayNeverWorseThanNone(t *testing.T) {
 			for _, mode := range []string{"none", "may"} {
 				s := newScriptServer(t, "220 mx.test ESMTP", tc.answer)
 				r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"),
-					deliverArgs(torTo(t, s.Addr), newTestOnion(), "--tls", mode)...)
+					deliverArgs(torTo(t, s.Addr), oniontest.New(), "--tls", mode)...)
 				if r.code != 0 || len(s.received()) != 1 {
 					t.Fatalf("--tls %s: exit %d, output %q, %d messages received; want delivered once", mode, r.code, r.out, len(s.received()))
 				}
@@ -384,7 +385,7 @@ func TestHostileRepliesMemory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := smtptest.NewRaw(t, func(c net.Conn) { tc.serve(c, bufio.NewReader(c)) })
-			r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newTestOnion())...)
+			r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), oniontest.New())...)
 			t.Logf("peak RSS %.1f MiB, %v", float64(r.peakRSS)/(1<<20), r.duration.Round(time.Millisecond))
 			if r.overRSS || r.peakRSS > 32<<20 {
 				t.Fatalf("peak RSS %d MiB (killed at %d MiB: %v), want under 32 MiB; output %.200q", r.peakRSS>>20, rssKill>>20, r.overRSS, r.out)
@@ -439,7 +440,7 @@ func TestSignals(t *testing.T) {
 					io.WriteString(c, "250 ok\r\n")
 				}
 			})
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newTestOnion())...)...)
+			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), oniontest.New())...)...)
 			cmd.Stdin = &bigMessage{n: 4 << 20}
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -476,7 +477,7 @@ func TestSignals(t *testing.T) {
 			time.Sleep(time.Second)
 			return "250 2.0.0 Ok: queued as SLOW"
 		})
-		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), newTestOnion())...)...)
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), oniontest.New())...)...)
 		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -511,7 +512,7 @@ func TestSuccessLineFitsPostfixLog(t *testing.T) {
 			}
 			return esmtp(verb)
 		})
-		onion := newTestOnion()
+		onion := oniontest.New()
 		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), onion)...)
 		line := strings.TrimSuffix(r.out, "\n")
 		if r.code != 0 {
@@ -543,7 +544,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 			}
 			return esmtp(verb)
 		})
-		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 		if r.code != 0 || len(s.received()) != 1 {
 			t.Errorf("EHLO answered %q: exit %d, %q; want delivered", ehlo, r.code, r.out)
 		}
@@ -554,7 +555,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 		}
 		return esmtp(verb)
 	})
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 	r.deferred(t, "4.3.2")
 }
 
@@ -562,7 +563,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 // only warns about it); the name in the reply to EHLO decides.
 func TestGreetingWithOurName(t *testing.T) {
 	s := newScriptServer(t, "220 sender.test ESMTP", esmtp)
-	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+	r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 	if r.code != 0 {
 		t.Fatalf("exit %d, %q; want delivered", r.code, r.out)
 	}
@@ -572,7 +573,7 @@ func TestGreetingWithOurName(t *testing.T) {
 		}
 		return esmtp(verb)
 	})
-	r = runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), newTestOnion())...)
+	r = runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 	if r.code != 69 || !strings.HasPrefix(r.out, "5.4.6 ") {
 		t.Fatalf("EHLO names us: exit %d, %q; want 5.4.6", r.code, r.out)
 	}
@@ -596,7 +597,7 @@ func TestNextTargetAfterSoftFailure(t *testing.T) {
 			return esmtp(verb)
 		})
 		backup := newScriptServer(t, "220 backup.test ESMTP", esmtp)
-		o1, o2 := newTestOnion(), newTestOnion()
+		o1, o2 := oniontest.New(), oniontest.New()
 		socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
 			if r.Host == o1 {
 				return sockstest.Response{Dial: primary.Addr}
@@ -660,7 +661,7 @@ func TestTLSMayBrokenAfterHandshake(t *testing.T) {
 				}
 			}
 		})
-		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), newTestOnion(), "--tls", "may")...)
+		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), deliverArgs(torTo(t, raw.Addr), oniontest.New(), "--tls", "may")...)
 		mu.Lock()
 		n := delivered
 		mu.Unlock()
@@ -688,7 +689,7 @@ func TestStalledInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-			args := deliverArgs(torTo(t, s.Addr), newTestOnion())
+			args := deliverArgs(torTo(t, s.Addr), oniontest.New())
 			for i, a := range args {
 				if a == "--timeout" {
 					args[i+1] = tc.timeout
@@ -744,7 +745,7 @@ func TestStalledInput(t *testing.T) {
 func TestSignalsAtStartup(t *testing.T) {
 	var b strings.Builder
 	for i := range 400_000 {
-		fmt.Fprintf(&b, "d%d.example onionmx:[%s]\n", i, newTestOnion())
+		fmt.Fprintf(&b, "d%d.example onionmx:[%s]\n", i, oniontest.New())
 	}
 	mapFile := filepath.Join(t.TempDir(), "transport")
 	if err := os.WriteFile(mapFile, []byte(b.String()), 0o644); err != nil {
@@ -752,7 +753,7 @@ func TestSignalsAtStartup(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM} {
 		s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver", "--map", mapFile}, deliverArgs(torTo(t, s.Addr), newTestOnion())...)...)
+		cmd := exec.Command(onionmxBinary(t), append([]string{"deliver", "--map", mapFile}, deliverArgs(torTo(t, s.Addr), oniontest.New())...)...)
 		cmd.Stdin = strings.NewReader("Subject: x\n\nbody\n")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

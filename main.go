@@ -66,6 +66,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (status int) 
 
 // report writes the one line for err and returns its exit status.
 func report(w io.Writer, err error) int {
+	var cfg *configError
+	if errors.As(err, &cfg) {
+		if cfg.byHand {
+			fmt.Fprintln(w, truncate("onionmx: error: "+cfg.Error()))
+			return deliver.ExConfig
+		}
+		err = deliver.ConfigError(cfg.err)
+	}
 	var exit cli.ExitCoder
 	if errors.As(err, &exit) && !isDeliverError(err) {
 		// A command that exits with its own status (lookup, check) has
@@ -94,8 +102,48 @@ func truncate(s string) string {
 	return s
 }
 
-// usageError makes a usage error defer rather than bounce (4.3.5, EX_CONFIG);
-// --help and -h show help, where that is safe (help.go).
+// A configError is a bad flag, argument or configuration. Under Postfix
+// (deliver, socketmap, tcptable) it defers rather than bounces: 4.3.5 and
+// EX_CONFIG. The commands that people run by hand (byHand) say it as
+// "onionmx: error: ...", also with EX_CONFIG.
+type configError struct {
+	err    error
+	byHand bool
+}
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+func badConfig(err error) error { return &configError{err: err} }
+
+// flagError is a bad value of a flag: the library says what is wrong with
+// the value, the command names the flag.
+func flagError(flag, value string, err error) error {
+	return fmt.Errorf("--%s %q: %w", flag, value, err)
+}
+
+// byHand makes cmd, a command for people, answer its usage and
+// configuration errors as "onionmx: error: ...", not in pipe(8)'s 4.3.5
+// language.
+func byHand(cmd *cli.Command) *cli.Command {
+	mark := func(err error) error {
+		var cfg *configError
+		if errors.As(err, &cfg) {
+			cfg.byHand = true
+		}
+		return err
+	}
+	action, onUsage := cmd.Action, cmd.OnUsageError
+	if onUsage == nil {
+		onUsage = usageError
+	}
+	cmd.Action = func(c *cli.Context) error { return mark(action(c)) }
+	cmd.OnUsageError = func(c *cli.Context, err error, sub bool) error { return mark(onUsage(c, err, sub)) }
+	return cmd
+}
+
+// usageError makes a usage error a configError; --help and -h show help,
+// where that is safe (help.go).
 func usageError(c *cli.Context, err error, _ bool) error {
 	name := ""
 	if c.Command != nil && c.Command.Name != c.App.Name {
@@ -104,7 +152,7 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	if herr, ok := askedForHelp(c, err, name); ok {
 		return herr
 	}
-	return deliver.ConfigError(err)
+	return badConfig(err)
 }
 
 // version is the release, stamped in at build time with
@@ -158,10 +206,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			deliverCommand(),
-			lookupCommand(),
+			byHand(lookupCommand()),
 			socketmapCommand(),
 			tcptableCommand(),
-			srvRecordCommand(),
+			byHand(srvRecordCommand()),
 			checkCommand(),
 			helpCommand(),
 		},
@@ -183,7 +231,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 	}
 	for _, cmd := range app.Commands {
-		if cmd.OnUsageError == nil { // check reports its own, as a monitoring plugin
+		if cmd.OnUsageError == nil { // check and byHand's commands have their own
 			cmd.OnUsageError = usageError
 		}
 		// "help" after a command is an argument (a recipient, a domain),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
@@ -222,7 +223,7 @@ func TestCheckHostileRemoteMemory(t *testing.T) {
 					return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + probe + ">: Relay access denied"}
 				},
 			})
-			hostile, good := checkTestOnion(), checkTestOnion()
+			hostile, good := oniontest.New(), oniontest.New()
 			routes := map[string]string{hostile: srv.Addr, good: companion.Addr}
 			socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response { return sockstest.Response{Dial: routes[r.Host]} })
 			target := "[" + hostile + "]:25"

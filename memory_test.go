@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"io"
 	"os/exec"
@@ -11,10 +10,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 // bigMessage is a message of n bytes: headers, then 76-character lines.
@@ -50,9 +49,7 @@ func TestLargeMessageMemory(t *testing.T) {
 	const size = 200 << 20
 	bin := onionmxBinary(t)
 
-	key := make([]byte, 32)
-	rand.Read(key)
-	onion := lookup.OnionFromKey(key)
+	onion := oniontest.New()
 	sink := smtptest.New(t, func(s *smtp.Server) { s.MaxMessageBytes = 1 << 30 })
 	socks := sockstest.New(t, func(sockstest.Request) sockstest.Response { return sockstest.Response{Dial: sink.Addr} })
 

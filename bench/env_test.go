@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -26,7 +25,6 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/smtptest"
-	"github.com/onionmx/onionmx/lookup"
 )
 
 var (
@@ -80,13 +78,6 @@ func onionmxBin(tb testing.TB) string {
 		tb.Fatal(buildErr)
 	}
 	return builtBin
-}
-
-// newOnion returns a fresh, valid v3 onion name.
-func newOnion() string {
-	key := make([]byte, 32)
-	rand.Read(key)
-	return lookup.OnionFromKey(key)
 }
 
 // Addresses every benchmark uses.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -40,9 +41,9 @@ type pathEnv struct {
 }
 
 func newPathEnv(tb testing.TB) *pathEnv {
-	e := &pathEnv{onion: newOnion(), gosmtp: newOnion(), lean: newLeanSink(tb), sink: newCountingSink(tb),
+	e := &pathEnv{onion: oniontest.New(), gosmtp: oniontest.New(), lean: newLeanSink(tb), sink: newCountingSink(tb),
 		discard: newDiscardServer(tb), dns: dnstest.New(tb)}
-	raw := newOnion()
+	raw := oniontest.New()
 	e.rawAddr = raw + ":25"
 	e.socks = sockstest.New(tb, func(r sockstest.Request) sockstest.Response {
 		switch r.Host {

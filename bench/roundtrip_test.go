@@ -13,6 +13,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -36,7 +37,7 @@ type rtEnv struct {
 }
 
 func newRTEnv(tb testing.TB, d time.Duration) *rtEnv {
-	e := &rtEnv{d: d, onion: newOnion(), sink: smtptest.New(tb), dns: dnstest.New(tb), body: smallMessage()}
+	e := &rtEnv{d: d, onion: oniontest.New(), sink: smtptest.New(tb), dns: dnstest.New(tb), body: smallMessage()}
 	e.socks = sockstest.New(tb, func(sockstest.Request) sockstest.Response { return sockstest.Response{Dial: e.sink.Addr} })
 	e.socks.Delay = d
 	e.socks.EarlyDial = true

@@ -102,6 +102,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/reply"
+	"github.com/onionmx/onionmx/internal/timeout"
 	"github.com/onionmx/onionmx/lookup"
 )
 
@@ -432,7 +433,7 @@ func helloError(ctx context.Context, conn *watchConn, err error, elapsed time.Du
 		return Refused, fmt.Sprintf("not SMTP: %s", perr)
 	case expired(ctx):
 		return Transit, fmt.Sprintf("timed out after %s (--timeout) %s", seconds(elapsed), phase)
-	case isTimeout(err):
+	case timeout.Is(err):
 		return Transit, fmt.Sprintf("timed out after %s %s", seconds(elapsed), phase)
 	}
 	return Transit, fmt.Sprintf("connection lost after %s %s: %v (%s never came)", seconds(elapsed), phase, err, cmd)
@@ -448,10 +449,8 @@ func expired(ctx context.Context) bool {
 	return ok && !time.Now().Before(d)
 }
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
+// isTimeout is timeout.Is, for probe.go until it moves to package tor.
+func isTimeout(err error) bool { return timeout.Is(err) }
 
 // replyLine rebuilds a reply on one line: code, enhanced code, text.
 func replyLine(r *smtp.SMTPError) string {

@@ -3,7 +3,6 @@ package check
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -20,16 +19,11 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
 )
-
-func newOnion(t testing.TB) string {
-	k := make([]byte, 32)
-	rand.Read(k)
-	return lookup.OnionFromKey(k)
-}
 
 // fakeTor is a SocksPort that answers each onion as routes says; others
 // get F0 (descriptor not found).
@@ -113,7 +107,7 @@ func checkFormat(t *testing.T, out string, status Status, targets int) (summary 
 }
 
 func TestAllAnswer(t *testing.T) {
-	o1, o2 := newOnion(t), newOnion(t)
+	o1, o2 := oniontest.New(), oniontest.New()
 	s1, s2 := smtptest.New(t), smtptest.New(t)
 	s1.SetHooks(noMail(t, smtptest.Hooks{}))
 	s2.SetHooks(noMail(t, smtptest.Hooks{}))
@@ -151,7 +145,7 @@ func TestAllAnswer(t *testing.T) {
 }
 
 func TestSomeFail(t *testing.T) {
-	good, gone := newOnion(t), newOnion(t)
+	good, gone := oniontest.New(), oniontest.New()
 	sink := smtptest.New(t)
 	socks := fakeTor(t, map[string]sockstest.Response{good: {Dial: sink.Addr}, gone: {Reply: 0xF2}})
 
@@ -173,7 +167,7 @@ func TestSomeFail(t *testing.T) {
 
 // No target answers through Tor: the local Tor is the common factor.
 func TestNoneAnswer(t *testing.T) {
-	o1, o2, o3 := newOnion(t), newOnion(t), newOnion(t)
+	o1, o2, o3 := oniontest.New(), oniontest.New(), oniontest.New()
 	socks := fakeTor(t, map[string]sockstest.Response{o1: {Reply: 0xF0}, o2: {Hang: true}, o3: {Reply: 0x01}})
 	c := checker(socks)
 	c.Timeout = 500 * time.Millisecond
@@ -198,7 +192,7 @@ func TestNoneAnswer(t *testing.T) {
 // Every target fails, but an SMTP server answered: Tor works, and
 // restarting it would not help.
 func TestRefusedIsNotTor(t *testing.T) {
-	o1, o2, o3 := newOnion(t), newOnion(t), newOnion(t)
+	o1, o2, o3 := oniontest.New(), oniontest.New(), oniontest.New()
 	rejecting := smtptest.New(t)
 	rejecting.SetHooks(smtptest.Hooks{Hello: func(*smtp.Conn) error {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "go away"}
@@ -239,7 +233,7 @@ func TestRefusedIsNotTor(t *testing.T) {
 // client authorization) do not blame the local Tor: WARNING, not CRITICAL.
 func TestRemoteSOCKSRepliesAreNotTor(t *testing.T) {
 	for _, code := range []byte{0x05, 0xF4, 0xF5, 0xF6} {
-		o := newOnion(t)
+		o := oniontest.New()
 		socks := fakeTor(t, map[string]sockstest.Response{o: {Reply: code}})
 		r, _ := run(t, checker(socks), o)
 		if r.Status != Warning {
@@ -247,7 +241,7 @@ func TestRemoteSOCKSRepliesAreNotTor(t *testing.T) {
 		}
 	}
 	for _, code := range []byte{0x01, 0x04, 0x06, 0xF0, 0xF2, 0xF3, 0xF7} {
-		o := newOnion(t)
+		o := oniontest.New()
 		socks := fakeTor(t, map[string]sockstest.Response{o: {Reply: code}})
 		r, _ := run(t, checker(socks), o)
 		if r.Status != Critical {
@@ -259,7 +253,7 @@ func TestRemoteSOCKSRepliesAreNotTor(t *testing.T) {
 // Timeouts at the greeting and at EHLO are failures on the way (the
 // remote may be fine), bounded by the check's deadline.
 func TestHangs(t *testing.T) {
-	o1, o2 := newOnion(t), newOnion(t)
+	o1, o2 := oniontest.New(), oniontest.New()
 	done := make(chan struct{})
 	defer close(done)
 	hanging := smtptest.New(t)
@@ -292,7 +286,7 @@ func slowSink(t *testing.T, delay time.Duration) *smtptest.Sink {
 }
 
 func TestThresholds(t *testing.T) {
-	fast, slow, slower := newOnion(t), newOnion(t), newOnion(t)
+	fast, slow, slower := oniontest.New(), oniontest.New(), oniontest.New()
 	socks := fakeTor(t, map[string]sockstest.Response{
 		fast:   {Dial: smtptest.New(t).Addr},
 		slow:   {Dial: slowSink(t, 800*time.Millisecond).Addr},
@@ -341,7 +335,7 @@ func TestThresholds(t *testing.T) {
 
 // Latency through a slow Tor path, with sockstest's Delay.
 func TestDelay(t *testing.T) {
-	o := newOnion(t)
+	o := oniontest.New()
 	socks := fakeTor(t, map[string]sockstest.Response{o: {Dial: smtptest.New(t).Addr}})
 	socks.Delay = 50 * time.Millisecond
 	c := checker(socks)
@@ -422,7 +416,7 @@ func TestRelayTest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := newOnion(t)
+			o := oniontest.New()
 			srv := &scripted{mail: tc.mail, rcpt: tc.rcpt}
 			socks := fakeTor(t, map[string]sockstest.Response{o: {Handle: srv.handle}})
 			c := checker(socks)
@@ -464,7 +458,7 @@ func TestRelayTest(t *testing.T) {
 // Against go-smtp's server: one target relays, one does not; no DATA, no
 // message, either way.
 func TestRelayTestSinks(t *testing.T) {
-	open, closed := newOnion(t), newOnion(t)
+	open, closed := oniontest.New(), oniontest.New()
 	openSink, closedSink := smtptest.New(t), smtptest.New(t)
 	openSink.SetHooks(noMail(t, smtptest.Hooks{}))
 	closedSink.SetHooks(noMail(t, smtptest.Hooks{Rcpt: func(_ *smtp.Conn, to string) error {
@@ -490,7 +484,7 @@ func TestRelayTestSinks(t *testing.T) {
 }
 
 func TestSOCKSDown(t *testing.T) {
-	o := newOnion(t)
+	o := oniontest.New()
 	sink := smtptest.New(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -581,7 +575,7 @@ func TestProbeUnix(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
-	o1, o2 := newOnion(t), newOnion(t)
+	o1, o2 := oniontest.New(), oniontest.New()
 	sink := smtptest.New(t)
 	socks := fakeTor(t, map[string]sockstest.Response{o1: {Dial: sink.Addr}, o2: {Dial: sink.Addr}})
 	m, err := lookup.ParseTransportMap("map.txt", strings.NewReader("pinned.example onionmx:["+o1+"]:2525\n"))
@@ -637,7 +631,7 @@ func (f fakeSRV) LookupSRV(_ context.Context, _, _, name string) (string, []*net
 }
 
 func TestParseTargets(t *testing.T) {
-	o := newOnion(t)
+	o := oniontest.New()
 	good := [][]string{
 		{o, "[" + o + "]:2525", o + ":25", "example.org", "Example.ORG.", "[" + o + "]"},
 	}

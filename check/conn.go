@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/internal/reply"
 )
 
@@ -116,7 +117,7 @@ func (c *watchConn) line() ([]byte, error) {
 	code, more, ok := replyCode(l)
 	switch {
 	case !ok:
-		c.err = &reply.Error{Msg: fmt.Sprintf("line that is not an SMTP reply: %q", reply.Printable(string(l), 80))}
+		c.err = &reply.Error{Msg: fmt.Sprintf("line that is not an SMTP reply: %q", printable.Line(string(l), 80))}
 	case c.code != "" && code != c.code:
 		c.err = &reply.Error{Msg: fmt.Sprintf("reply whose lines have different codes (%s and %s)", c.code, code)}
 	case more:

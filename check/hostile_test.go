@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 )
 
@@ -121,9 +122,9 @@ func lines(w io.Writer, code string, count int) error {
 	return bw.Flush()
 }
 
-// printable fails the test unless out is valid UTF-8 made of printable
+// wantPrintable fails the test unless out is valid UTF-8 made of printable
 // characters, one line per target after the status line.
-func printable(t *testing.T, out string, targets int) {
+func wantPrintable(t *testing.T, out string, targets int) {
 	t.Helper()
 	if !utf8.ValidString(out) {
 		t.Errorf("output is not valid UTF-8: %q", out)
@@ -265,7 +266,7 @@ func TestHostileRemotes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := newOnion(t)
+			o := oniontest.New()
 			socks := fakeTor(t, map[string]sockstest.Response{o: {Handle: tc.srv.handle}})
 			c := checker(socks)
 			c.RelayTest = tc.relay
@@ -277,7 +278,7 @@ func TestHostileRemotes(t *testing.T) {
 			if d := time.Since(start); d > c.Timeout+2*time.Second {
 				t.Errorf("the check took %s", d)
 			}
-			printable(t, out, 1)
+			wantPrintable(t, out, 1)
 			res := r.Results[0]
 			if r.Status != tc.status || res.Outcome != tc.outcome || res.Relay != tc.relayIs {
 				t.Errorf("status %v, outcome %v, relay %v; want %v, %v, %v", r.Status, res.Outcome, res.Relay, tc.status, tc.outcome, tc.relayIs)
@@ -292,7 +293,7 @@ func TestHostileRemotes(t *testing.T) {
 // After a reply beyond the limits the connection is closed: no RSET, no
 // QUIT.
 func TestHostileRemoteClosed(t *testing.T) {
-	o := newOnion(t)
+	o := oniontest.New()
 	srv := &remote{greet: text("220 hostile.test ESMTP\r\n"), answer: func(verb string, w io.Writer) (string, bool) {
 		if verb == "RCPT" {
 			return "550 " + strings.Repeat("x", 3000) + "\r\n", true

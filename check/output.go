@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/onionmx/onionmx/internal/printable"
 )
 
 // The output follows the monitoring-plugin format: one status line,
@@ -219,34 +219,11 @@ func number(d time.Duration) string {
 // maxText bounds each piece of remote text in the output.
 const maxText = 300
 
-// oneLine keeps text on one printable line, without "|" (which would
-// start the performance data): control characters become spaces; bytes
-// that are not UTF-8, and characters that are not printable (C1 controls
-// such as NEL, line and paragraph separators, bidirectional overrides and
-// other format characters) become "?".
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '|':
-			return '/'
-		case r < ' ' || r == 0x7f:
-			return ' '
-		case r == utf8.RuneError || !unicode.IsPrint(r):
-			return '?'
-		}
-		return r
-	}, s)
-}
+// clean makes a piece of remote text fit the output: one printable line
+// (printable.Line), short.
+func clean(s string) string { return oneLine(printable.Line(s, maxText)) }
 
-// clean makes a piece of remote text fit the output: one line, short.
-func clean(s string) string {
-	s = oneLine(s)
-	if len(s) > maxText {
-		cut := maxText
-		for cut > 0 && s[cut]&0xc0 == 0x80 {
-			cut--
-		}
-		s = s[:cut] + "..."
-	}
-	return s
-}
+// oneLine keeps a line of the output, made of pieces already bounded,
+// printable and on one line, without "|", which would start the
+// performance data.
+func oneLine(s string) string { return strings.ReplaceAll(printable.Line(s, len(s)), "|", "/") }

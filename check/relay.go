@@ -7,19 +7,21 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/onionmx/onionmx/internal/timeout"
 )
 
 // NullSender, as the probe's sender, is the null reverse-path: MAIL
 // FROM:<>.
 const NullSender = "<>"
 
-// ParseProbeSender checks the sender of the relay test (--probe-sender):
+// ParseProbeSender checks the sender of the relay test:
 // an address, local-part@domain, in ASCII without spaces or control
 // characters, whose domain is fully qualified; or "<>", the null sender.
 // Brackets around an address are dropped.
 func ParseProbeSender(s string) (string, error) {
 	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("--probe-sender %q: %s", s, why)
+		return "", errors.New(why)
 	}
 	if s == NullSender {
 		return s, nil
@@ -132,7 +134,7 @@ func describe(err error) string {
 	if errors.As(err, &r) {
 		return replyLine(r)
 	}
-	if isTimeout(err) {
+	if timeout.Is(err) {
 		return "timed out"
 	}
 	return clean(err.Error())

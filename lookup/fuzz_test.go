@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -184,5 +185,36 @@ func FuzzYAMLMap(f *testing.F) {
 			}
 		}
 		checkMap(t, m)
+	})
+}
+
+type records []*net.SRV
+
+func (r records) LookupSRV(context.Context, string, string, string) (string, []*net.SRV, error) {
+	return "", r, nil
+}
+
+// FuzzSRVRecords: whatever SRV records DNS gives (the dns package's
+// FuzzDNSResponse: host names or "."), Resolve makes targets only of v3
+// onions, with host-name characters and a port.
+func FuzzSRVRecords(f *testing.F) {
+	f.Add(torProject+".", uint16(25), "mx.example.org.", uint16(0), ".", uint16(1))
+	f.Add(strings.ToUpper(torProject), uint16(2525), "expyuzz4wqqyqhjn.onion", uint16(25), torProject, uint16(0))
+	f.Fuzz(func(t *testing.T, t1 string, p1 uint16, t2 string, p2 uint16, t3 string, p3 uint16) {
+		srvs := records{{Target: t1, Port: p1}, {Target: t2, Port: p2, Priority: 1}, {Target: t3, Port: p3, Priority: 1, Weight: 5}}
+		route, err := (&Resolver{DNS: srvs}).Resolve(context.Background(), Nexthop{Host: "example.org"})
+		if err != nil {
+			return
+		}
+		for _, tg := range route.Targets {
+			if CheckOnion(tg.Host) != nil || tg.Port == 0 {
+				t.Fatalf("target %+v is not a usable onion", tg)
+			}
+			for i := 0; i < len(tg.Host); i++ {
+				if c := tg.Host[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+					t.Fatalf("target %q has %q", tg.Host, c)
+				}
+			}
+		}
 	})
 }

@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/onionmx/onionmx/dns"
+	"github.com/onionmx/onionmx/internal/dnstest"
 )
 
 // torProject is a real, published v3 address (the Tor Project's website).
@@ -384,5 +387,25 @@ func TestLooksOnion(t *testing.T) {
 		if got := LooksOnion(in); got != want {
 			t.Errorf("LooksOnion(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// TestResolveNotAuthenticated: with DNSSEC required, unauthenticated
+// records are no route, a permanent error that says why; authenticated
+// ones are routed.
+func TestResolveNotAuthenticated(t *testing.T) {
+	d := dnstest.New(t)
+	o := newOnion(t)
+	d.Set("_onion-mx._tcp.signed.example.", dnstest.Answer{SRV: []dnstest.SRV{{Port: 25, Target: o}}, AD: true})
+	d.Set("_onion-mx._tcp.unsigned.example.", dnstest.Answer{SRV: []dnstest.SRV{{Port: 25, Target: o}}})
+	r := &Resolver{DNS: &dns.Client{Servers: []string{d.Addr()}, DNSSEC: dns.DNSSECRequire}}
+	_, err := r.Resolve(context.Background(), Nexthop{Host: "unsigned.example"})
+	var le *Error
+	if !errors.As(err, &le) || le.Temporary || !errors.Is(err, dns.ErrNotAuthenticated) ||
+		err.Error() != "no onion route for unsigned.example: DNS SRV _onion-mx._tcp.unsigned.example.: answer not authenticated by DNSSEC (the resolver did not set the AD bit)" {
+		t.Errorf("Resolve: %v", err)
+	}
+	if route, err := r.Resolve(context.Background(), Nexthop{Host: "signed.example"}); err != nil || route.Targets[0].Host != o {
+		t.Errorf("Resolve signed: %v %v", route, err)
 	}
 }

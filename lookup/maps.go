@@ -10,9 +10,10 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/onionmx/onionmx/internal/printable"
 )
 
 // maxMapLine bounds one logical line of a transport-map file, so that a
@@ -28,11 +29,17 @@ const DefaultTransport = "onionmx"
 // or parsed at all (LoadMap fails), or one bad entry (Map.Problems; Resolve
 // returns it for the domains the entry covers). Mail is deferred, never
 // bounced, because of it.
+// maxQuote bounds what a message repeats of a map's text.
+const maxQuote = 100
+
 type MapError struct {
 	File string
 	Line int // 0 when the error is about the whole file
 	Msg  string
 	Err  error
+	// Text is, for a database that postmap made, the text file it was
+	// made from: the one to give onionmx instead.
+	Text string
 }
 
 func (e *MapError) Error() string {
@@ -69,25 +76,15 @@ type ElsewhereError struct {
 	Ours string
 }
 
-// printable replaces control characters, for messages.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 func (e *ElsewhereError) Error() string {
 	entry := "the map"
 	if e.Key != e.Domain {
 		entry = "the map's " + e.Key + " entry"
 	}
 	if e.Transport == "" {
-		return fmt.Sprintf("%s:%d: %s is left to Postfix's default routing by %s (%s), not routed to %s", e.File, e.Line, e.Domain, entry, printable(e.Value), e.Ours)
+		return fmt.Sprintf("%s:%d: %s is left to Postfix's default routing by %s (%s), not routed to %s", e.File, e.Line, e.Domain, entry, printable.Line(e.Value, maxQuote), e.Ours)
 	}
-	return fmt.Sprintf("%s:%d: %s is routed to transport %q by %s (%s), not to %s", e.File, e.Line, e.Domain, e.Transport, entry, printable(e.Value), e.Ours)
+	return fmt.Sprintf("%s:%d: %s is routed to transport %q by %s (%s), not to %s", e.File, e.Line, e.Domain, e.Transport, entry, printable.Line(e.Value, maxQuote), e.Ours)
 }
 
 // EntryKind is what a map entry means to onionmx.
@@ -187,7 +184,7 @@ func LoadMap(path string) (*Map, error) { return LoadMapFor(path, DefaultTranspo
 // parsed as a whole; bad entries are Problems.
 func LoadMapFor(path, transport string) (*Map, error) {
 	if text, ok := isDatabase(path); ok {
-		return nil, &MapError{File: path, Msg: fmt.Sprintf("a database made by postmap, not a text map: give onionmx the text file it was made from (--map %s)", text)}
+		return nil, &MapError{File: path, Msg: "a database made by postmap, not a text map: give onionmx the text file it was made from", Text: text}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -360,7 +357,7 @@ func (m *Map) parseTransportLine(line string, lineNo int) {
 	if before, _, ok := strings.Cut(line, "\x00"); ok {
 		// Postfix reads a line as a C string: only up to a NUL. The entry
 		// means what Postfix makes of it, and the admin is told.
-		m.problem(lineNo, "a NUL byte in the entry: Postfix reads it only up to there (%q)", truncateText(before, 100))
+		m.problem(lineNo, "a NUL byte in the entry: Postfix reads it only up to there (%q)", printable.Line(before, maxQuote))
 		line = strings.TrimRightFunc(before, isMapSpace)
 		if line == "" {
 			return
@@ -385,7 +382,7 @@ func (m *Map) parseTransportLine(line string, lineNo int) {
 		}
 		domain, keyErr = d, err
 	}
-	quoted := fmt.Sprintf("%q", truncateText(key, 100))
+	quoted := fmt.Sprintf("%q", printable.Line(key, maxQuote))
 
 	switch {
 	case value == "":
@@ -417,7 +414,7 @@ func (m *Map) parseTransportLine(line string, lineNo int) {
 		// Postfix applies these itself; onionmx only reports what is
 		// wrong with its own.
 		if e.Kind == EntryBad {
-			m.problem(lineNo, "%s: %s", printable(truncateText(key, 100)), e.Problem.Msg)
+			m.problem(lineNo, "%s: %s", printable.Line(key, maxQuote), e.Problem.Msg)
 		}
 	default:
 		m.problem(lineNo, "key %s is not a domain name: %v", quoted, keyErr)
@@ -491,17 +488,6 @@ func namesOnion(tok string) bool {
 	}
 }
 
-// truncateText cuts s to at most n bytes for a message.
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
-}
-
 // ParseYAMLMap reads the onionmx community YAML map:
 // "'<onion>': [domain, ...]". A key that is not a usable v3 onion (the
 // community map still lists v2 ones) is a bad entry for each of its
@@ -545,7 +531,7 @@ func ParseYAMLMap(name string, r io.Reader) (*Map, error) {
 		if k.Kind != yaml.ScalarNode {
 			keyProblem = "the key is not an onion address"
 		} else if n, err := ParseNexthop(k.Value); err != nil || !IsOnion(n.Host) {
-			keyProblem = fmt.Sprintf("key %q is not an onion address", truncateText(k.Value, 100))
+			keyProblem = fmt.Sprintf("key %q is not an onion address", printable.Line(k.Value, maxQuote))
 		} else if err := CheckOnion(n.Host); err != nil {
 			keyProblem = fmt.Sprintf("onion %s: %v", n.Host, err)
 		} else {
@@ -586,7 +572,7 @@ func ParseYAMLMap(name string, r io.Reader) (*Map, error) {
 // yamlKey names a YAML key in a message.
 func yamlKey(k *yaml.Node) string {
 	if k.Kind == yaml.ScalarNode {
-		return fmt.Sprintf("%q", truncateText(k.Value, 100))
+		return fmt.Sprintf("%q", printable.Line(k.Value, maxQuote))
 	}
 	return fmt.Sprintf("the key at line %d", k.Line)
 }

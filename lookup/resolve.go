@@ -20,14 +20,14 @@
 //  4. Only v3 onion addresses are usable targets. v2 addresses, bad
 //     checksums, names outside .onion (onionmx never dials the clear net)
 //     and the RFC 2782 "." target are skipped, each with a reason.
-//  5. With DNSSEC required (DNSClient.DNSSEC), SRV records count only when
+//  5. With DNSSEC required (dns.Client.DNSSEC), SRV records count only when
 //     the resolver set the AD bit; unauthenticated records are no route.
 //
 // A domain without a usable route is a permanent *Error; an unknown answer
 // (SERVFAIL, timeout) is a temporary one, so that mail is deferred and never
 // sent over the clear net instead.
 //
-// DNSClient sends the SRV queries: over UDP and TCP to the system's
+// dns.Client sends the SRV queries: over UDP and TCP to the system's
 // resolvers or a given server, or as DNS over TCP through Tor's SocksPort.
 package lookup
 
@@ -41,6 +41,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/onionmx/onionmx/dns"
 )
 
 // SRVService is the owner-name prefix the onionmx community publishes its
@@ -49,7 +51,7 @@ const SRVService = "_onion-mx._tcp."
 
 // SRVResolver looks up SRV records, with Go's *net.Resolver conventions: a
 // *net.DNSError with IsNotFound for a name that does not exist, any other
-// error for an unknown answer. *DNSClient implements it, and so does
+// error for an unknown answer. *dns.Client implements it, and so does
 // *net.Resolver; tests pass their own.
 type SRVResolver interface {
 	LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
@@ -223,12 +225,12 @@ func (r *Resolver) fromSRV(ctx context.Context, route *Route) error {
 		return &Error{Domain: route.Domain, Looked: "static maps (DNS not used)"}
 	}
 	_, srvs, err := r.DNS.LookupSRV(ctx, "", "", name)
-	if errors.Is(err, ErrNotAuthenticated) {
+	if errors.Is(err, dns.ErrNotAuthenticated) {
 		// Whatever came with it does not count: the records may be forged.
 		// Keep the reason without Go's "lookup NAME on SERVER" prefix.
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {
-			err = fmt.Errorf("%w%s", ErrNotAuthenticated, strings.TrimPrefix(dnsErr.Err, ErrNotAuthenticated.Error()))
+			err = fmt.Errorf("%w%s", dns.ErrNotAuthenticated, strings.TrimPrefix(dnsErr.Err, dns.ErrNotAuthenticated.Error()))
 		}
 		return &Error{Domain: route.Domain, Looked: route.Source, Err: err}
 	}
@@ -329,3 +331,7 @@ func ParseNexthopList(s string) ([]Nexthop, error) {
 	}
 	return nhs, nil
 }
+
+// DNSClient is dns.Client under its old name, for deliver's tests until
+// they name it there.
+type DNSClient = dns.Client

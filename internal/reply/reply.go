@@ -26,6 +26,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/onionmx/onionmx/internal/printable"
 )
 
 const (
@@ -169,7 +171,7 @@ func (r *Reader) ReadReply() (*Reply, error) {
 		}
 		code, more, text, ok := codeLine(l)
 		if !ok {
-			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80)))
+			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", printable.Line(string(l), 80)))
 			return nil, r.err
 		}
 		if err := r.count(l, more); err != nil {
@@ -202,7 +204,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		code, more, _, ok := codeLine(l)
 		switch {
 		case !ok:
-			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", Printable(string(l), 80)))
+			r.err = lineError(l, fmt.Sprintf("not an SMTP reply: %q", printable.Line(string(l), 80)))
 			return 0, r.err
 		case r.replyLen > 0 && code != r.replyCode:
 			r.err = lineError(l, fmt.Sprintf("reply lines with different codes, %d and %d", r.replyCode, code))
@@ -232,18 +234,5 @@ func lineError(l []byte, msg string) *Error {
 	return &Error{Msg: msg, Line: strings.TrimRight(string(l), "\r\n")}
 }
 
-// Printable returns s for a log line or an error message: at most max
-// bytes, control characters and invalid UTF-8 as '?'.
-func Printable(s string, max int) string {
-	s = strings.TrimRight(s, "\r\n")
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	s = strings.ToValidUTF8(s, "?")
-	return strings.Map(func(c rune) rune {
-		if c < ' ' || c == 0x7f {
-			return '?'
-		}
-		return c
-	}, s)
-}
+// Printable is printable.Line, for deliver until it calls that itself.
+func Printable(s string, max int) string { return printable.Line(s, max) }

@@ -123,20 +123,6 @@ func TestBuffered(t *testing.T) {
 	}
 }
 
-func TestPrintable(t *testing.T) {
-	for in, want := range map[string]string{
-		"ok":                     "ok",
-		"a\x00b\x1bc\r\n":        "a?b?c",
-		"\xff\xfe":               "?",
-		strings.Repeat("é", 50):  strings.Repeat("é", 5) + "?...",
-		"line one\nline two\r\n": "line one?li...",
-	} {
-		if got := Printable(in, 11); got != want {
-			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // FuzzReader: whatever a server sends, reading never panics, never
 // returns a line over the limit, and both ways of reading agree.
 func FuzzReader(f *testing.F) {
