@@ -7,6 +7,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/onionmx/onionmx/internal/printable"
+	"github.com/onionmx/onionmx/internal/reply"
 )
 
 // sessionConn is the connection an SMTP session runs over. It adds:
@@ -71,7 +74,7 @@ func transcript(w io.Writer, prefix string, b []byte) {
 			continue
 		}
 		line = bytes.TrimRight(line, "\r\n")
-		fmt.Fprintf(w, "%s%s\n", prefix, oneLine(string(line)))
+		fmt.Fprintf(w, "%s%s\n", prefix, printable.Line(string(line), reply.MaxReply))
 	}
 }
 

@@ -3,7 +3,6 @@ package deliver_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,20 +16,13 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
 )
 
 const testBody = "From: a@sender.test\r\nSubject: test\r\n\r\nHello over Tor.\r\n.leading dot\r\n"
-
-// newOnion returns a fresh valid v3 onion name.
-func newOnion(t testing.TB) string {
-	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	return lookup.OnionFromKey(key)
-}
 
 // env is one sender (a deliver.Client) behind a fake SOCKS proxy that routes
 // one onion to an in-process SMTP sink.
@@ -132,7 +124,7 @@ func (e *env) setConnect(f func(sockstest.Request) sockstest.Response) { e.conne
 
 func newEnv(t *testing.T, configure ...func(*smtp.Server)) *env {
 	t.Helper()
-	e := &env{onion: newOnion(t), sink: smtptest.New(t, configure...), done: make(chan struct{})}
+	e := &env{onion: oniontest.New(), sink: smtptest.New(t, configure...), done: make(chan struct{})}
 	e.socks = sockstest.New(t, func(r sockstest.Request) sockstest.Response {
 		resp := sockstest.Response{Reply: 0xF0}
 		if f := e.connect.Load(); f != nil {
@@ -293,7 +285,7 @@ func TestDeliverNullSender(t *testing.T) {
 
 func TestIsolationCredentials(t *testing.T) {
 	e := newEnv(t)
-	other := newOnion(t)
+	other := oniontest.New()
 	for range 2 {
 		e.deliver(t, 10*time.Second)
 	}

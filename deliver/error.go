@@ -3,6 +3,8 @@ package deliver
 import (
 	"errors"
 	"fmt"
+	"github.com/onionmx/onionmx/internal/printable"
+	"github.com/onionmx/onionmx/internal/reply"
 	"strings"
 
 	"github.com/emersion/go-smtp"
@@ -168,21 +170,7 @@ func replyText(r *smtp.SMTPError) string {
 	}
 	if r.Message != "" {
 		b.WriteByte(' ')
-		b.WriteString(oneLine(r.Message))
+		b.WriteString(printable.Line(r.Message, reply.MaxReply))
 	}
 	return b.String()
-}
-
-// oneLine makes a remote's text safe for Postfix's one-line output: line
-// breaks become spaces and other control characters are dropped.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case r < ' ' || r == 0x7f:
-			return -1
-		}
-		return r
-	}, s)
 }

@@ -9,7 +9,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/internal/dnstest"
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
@@ -40,7 +42,7 @@ func newRouteEnv(t *testing.T, failing map[string]byte, onions ...string) *route
 	})
 	r.client = &deliver.Client{
 		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: r.socks.Addr},
-		Resolver:       &lookup.Resolver{DNS: &lookup.DNSClient{Servers: []string{r.dns.Addr()}}},
+		Resolver:       &lookup.Resolver{DNS: &dns.Client{Servers: []string{r.dns.Addr()}}},
 		Helo:           "sender.test",
 		CommandTimeout: 5 * time.Second,
 	}
@@ -66,7 +68,7 @@ func (r *routeEnv) connects() []string {
 // unusable ones are skipped without a connection, and a temporary failure
 // moves on to the next target.
 func TestSRVOrderAndFailover(t *testing.T) {
-	down, busy, good, unused := newOnion(t), newOnion(t), newOnion(t), newOnion(t)
+	down, busy, good, unused := oniontest.New(), oniontest.New(), oniontest.New(), oniontest.New()
 	r := newRouteEnv(t, map[string]byte{down: 0xF2}, busy, good, unused)
 	r.sinks[busy].SetHooks(smtptest.Hooks{Hello: func(*smtp.Conn) error {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "busy"}
@@ -101,7 +103,7 @@ func TestSRVOrderAndFailover(t *testing.T) {
 // TestNoFailoverAfterPermanent: a permanent answer from one target is the
 // answer; the next is not asked.
 func TestNoFailoverAfterPermanent(t *testing.T) {
-	first, second := newOnion(t), newOnion(t)
+	first, second := oniontest.New(), oniontest.New()
 	r := newRouteEnv(t, nil, first, second)
 	r.sinks[first].SetHooks(smtptest.Hooks{Rcpt: func(*smtp.Conn, string) error {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "unknown"}
@@ -121,14 +123,14 @@ func TestNoFailoverAfterPermanent(t *testing.T) {
 // TestNoDNSWithoutNeed: a literal nexthop, an onion domain and a mapped
 // domain make no DNS query at all; pinned routes must not leak.
 func TestNoDNSWithoutNeed(t *testing.T) {
-	a := newOnion(t)
+	a := oniontest.New()
 	r := newRouteEnv(t, nil, a)
 	m, err := lookup.ParseTransportMap("map", strings.NewReader("pinned.example smtptor:["+a+"]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.client.Resolver.Maps = []*lookup.Map{m}
-	r.dns.SetSRV("_onion-mx._tcp.pinned.example.", dnstest.SRV{Port: 25, Target: newOnion(t)})
+	r.dns.SetSRV("_onion-mx._tcp.pinned.example.", dnstest.SRV{Port: 25, Target: oniontest.New()})
 	for _, tc := range []struct{ nexthop, rcpt string }{
 		{"[" + a + "]:25", "user@example.org"},
 		{"[" + a + "]", "user@" + a},
@@ -190,7 +192,7 @@ func TestDNSFailures(t *testing.T) {
 // list, as the lookup servers answer for an entry with several onions, is
 // tried in its order.
 func TestMapConfiguration(t *testing.T) {
-	down, good := newOnion(t), newOnion(t)
+	down, good := oniontest.New(), oniontest.New()
 	r := newRouteEnv(t, map[string]byte{down: 0xF2}, good)
 	m, err := lookup.ParseTransportMap("transport", strings.NewReader(
 		"typo.example onionmx:["+typo(good)+"]\n"+

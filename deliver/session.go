@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/internal/reply"
+	"github.com/onionmx/onionmx/internal/timeout"
 	"github.com/onionmx/onionmx/lookup"
 )
 
@@ -298,12 +300,12 @@ func (s *session) netError(phase string, err error) *Error {
 		return interrupted(s.stop, phase)
 	case s.hard.Err() != nil:
 		return fail("4.4.2", err, "conversation with host %s timed out while %s (delivery deadline)", s.host, phase)
-	case isTimeout(err):
+	case timeout.Is(err):
 		return fail("4.4.2", err, "conversation with host %s timed out while %s", s.host, phase)
 	case errors.As(err, &rerr):
 		return fail("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, rerr.Msg)
 	case errors.As(err, &perr):
-		return fail("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, reply.Printable(string(perr), 200))
+		return fail("4.5.0", err, "host %s sent a malformed reply while %s: %s", s.host, phase, printable.Line(string(perr), 200))
 	}
 	return fail("4.4.2", err, "lost connection with host %s while %s", s.host, phase)
 }

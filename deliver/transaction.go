@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/internal/printable"
 	"github.com/onionmx/onionmx/internal/reply"
 )
 
@@ -282,7 +283,7 @@ func (s *session) endOfData(rep *reply.Reply) (*Result, error) {
 		return nil, fail("4.5.0", nil, "host %s sent an unexpected reply while sending end of data -- message may be sent more than once: %s", s.host, replyText(r))
 	}
 	s.quit(nil)
-	res := &Result{Target: s.target, Code: rep.Code, Text: oneLine(r.Message)}
+	res := &Result{Target: s.target, Code: rep.Code, Text: printable.Line(r.Message, reply.MaxReply)}
 	if validEnhanced(r.EnhancedCode) {
 		res.Enhanced = fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2])
 	}

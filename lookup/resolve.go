@@ -331,7 +331,3 @@ func ParseNexthopList(s string) ([]Nexthop, error) {
 	}
 	return nhs, nil
 }
-
-// DNSClient is dns.Client under its old name, for deliver's tests until
-// they name it there.
-type DNSClient = dns.Client

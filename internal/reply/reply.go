@@ -233,6 +233,3 @@ func (r *Reader) Read(p []byte) (int, error) {
 func lineError(l []byte, msg string) *Error {
 	return &Error{Msg: msg, Line: strings.TrimRight(string(l), "\r\n")}
 }
-
-// Printable is printable.Line, for deliver until it calls that itself.
-func Printable(s string, max int) string { return printable.Line(s, max) }
