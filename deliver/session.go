@@ -199,6 +199,12 @@ func (s *session) startTLS() error {
 		// Opportunistic: go on in plaintext on this connection.
 		return nil
 	}
+	return s.handshake()
+}
+
+// handshake runs the TLS handshake after the server's 220 to STARTTLS,
+// and puts the session over TLS.
+func (s *session) handshake() error {
 	if s.rr.Buffered() > 0 {
 		// Bytes after the 220 would be read as if they came over TLS
 		// (the STARTTLS injection of CVE-2011-0411): TLS failed.
