@@ -83,9 +83,10 @@ func writeBody(w io.Writer, r io.Reader, commit func() bool) error {
 //
 // prefix (the pipelined MAIL FROM and RCPT TO lines) goes in the same
 // first write as the first chunk, so that a small message leaves in one
-// write. writeChunks returns how many chunks it wrote, LAST included when
-// it was written: the caller reads one reply per chunk. The errors are
-// those of writeBody: *bodyReadError, errNotCommitted, or w's.
+// write; with no chunk written, the prefix was not either. writeChunks
+// returns how many chunks it wrote, LAST included when it was written: the
+// caller reads one reply per chunk. The errors are those of writeBody:
+// *bodyReadError, errNotCommitted, or w's.
 func writeChunks(w io.Writer, r io.Reader, commit func() bool, prefix []byte) (chunks int, err error) {
 	f := &bdatFraming{}
 	s := newBodySender(w, prefix, f, false, maxChunk, 0)
