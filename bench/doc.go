@@ -16,5 +16,6 @@
 //
 //	go test ./bench -run '^$' -bench RoundTrips -benchtime 10x -args -delays 50ms
 //	go test ./bench -run '^$' -bench Throughput -benchtime 1x -args -sizes 1MiB,100MiB
+//	go test ./bench -run '^$' -bench ThroughputRatio -benchtime 5x -args -sizes 1GiB
 //	go test ./bench -run '^$' -bench Process -benchtime 200x
 package bench

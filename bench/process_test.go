@@ -209,6 +209,50 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkThroughputRatio is the body's target (the DATA writer at 0.9
+// of a raw copy or better, from a pipe to a socket, in constant memory):
+// each iteration copies a message of each -sizes raw through the proxy
+// and then delivers it with the real binary to the lean sink, one right
+// after the other, so that the ratio of the two compares runs that saw
+// the same load on a shared machine. It reports both MiB/s, their ratio
+// (onionmx/raw), the CPU time and the peak RSS of both processes.
+func BenchmarkThroughputRatio(b *testing.B) {
+	bin := onionmxBin(b)
+	e := newPathEnv(b)
+	for _, s := range list(*flagSizes) {
+		size, err := parseSize(s)
+		if err != nil || size <= 0 {
+			b.Fatalf("-sizes: bad size %q", s)
+		}
+		b.Run("size="+s, func(b *testing.B) {
+			var sum [2]run // raw, onionmx
+			for b.Loop() {
+				raw, err := e.rawCopy(size, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				on, err := e.deliver(bin, size, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i, r := range []run{raw, on} {
+					sum[i].wall += r.wall
+					sum[i].cpu += r.cpu
+					sum[i].rss = max(sum[i].rss, r.rss)
+				}
+			}
+			mibs := func(r run) float64 { return float64(size) * float64(b.N) / (1 << 20) / r.wall.Seconds() }
+			b.ReportMetric(mibs(sum[1]), "onionmx-MiB/s")
+			b.ReportMetric(mibs(sum[0]), "raw-MiB/s")
+			b.ReportMetric(mibs(sum[1])/mibs(sum[0]), "ratio")
+			b.ReportMetric(ms(sum[1].cpu)/float64(b.N), "onionmx-cpu-ms/op")
+			b.ReportMetric(ms(sum[0].cpu)/float64(b.N), "raw-cpu-ms/op")
+			b.ReportMetric(float64(sum[1].rss)/(1<<20), "onionmx-peak-RSS-MiB")
+			b.ReportMetric(float64(sum[0].rss)/(1<<20), "raw-peak-RSS-MiB")
+		})
+	}
+}
+
 // BenchmarkProcess measures start-to-exit of one delivery of a 2 KiB
 // message on a zero-latency path, as Postfix runs it once per message,
 // against what starting a process costs: /bin/true (fork and exec), an
