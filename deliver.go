@@ -123,7 +123,7 @@ func runDeliver(c *cli.Context) error {
 	if f, ok := body.(*os.File); ok && f == os.Stdin {
 		// pipe(8) writes the message; trust its end only if pipe(8)
 		// did not die in the middle of it.
-		body = parent.Guard(f)
+		body = parent.Guard(messageInput(f))
 	}
 	ctx := interruptible(c.Context)
 	res, err := client.Deliver(ctx, c.String("nexthop"), &deliver.Message{

@@ -41,12 +41,23 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 	return c.writeWithin(p, c.writeTimeout)
 }
 
-// writeWithin writes p within d (no deadline if d is 0).
+// writeWithin writes p, giving every piece of progressPiece octets d to
+// go out (no deadline if d is 0): a slow link that keeps moving is not a
+// stalled one, as with smtp(8)'s smtp_data_xfer_timeout, however large
+// the write (a BDAT chunk is 1 MiB).
 func (c *sessionConn) writeWithin(p []byte, d time.Duration) (int, error) {
-	if d > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(d))
+	var n int
+	var err error
+	for rest := p; len(rest) > 0 && err == nil; {
+		piece := rest[:min(len(rest), progressPiece)]
+		if d > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(d))
+		}
+		var m int
+		m, err = c.Conn.Write(piece)
+		n += m
+		rest = rest[m:]
 	}
-	n, err := c.Conn.Write(p)
 	if c.log != nil {
 		c.mu.Lock()
 		if !c.muted {
@@ -56,6 +67,10 @@ func (c *sessionConn) writeWithin(p []byte, d time.Duration) (int, error) {
 	}
 	return n, err
 }
+
+// progressPiece is how much of a write must go out within the write
+// timeout: 64 KiB in 3 minutes is 364 octets a second.
+const progressPiece = 64 << 10
 
 // mute keeps the message body out of the transcript, noting it instead.
 func (c *sessionConn) mute(on bool, note string) {

@@ -221,7 +221,9 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	// field; Postfix never hands one over), and an input that already
 	// failed needs no connection. Reading it ends with the delivery's
 	// deadline or its interruption, however long the writer keeps silent.
-	body := &messageReader{Reader: bufio.NewReader(newCtxReader(soft, msg.Body))}
+	input, stopInput := interruptible(soft, msg.Body)
+	defer stopInput()
+	body := &messageReader{Reader: bufio.NewReader(input)}
 	if _, err := body.Peek(1); err != nil {
 		switch {
 		case ctx.Err() != nil:

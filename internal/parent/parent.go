@@ -124,6 +124,15 @@ func (g *guard) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// SetReadDeadline sets the deadline of the input's reads, when it takes
+// one (an *os.File that Go's poller watches).
+func (g *guard) SetReadDeadline(t time.Time) error {
+	if d, ok := g.r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		return d.SetReadDeadline(t)
+	}
+	return os.ErrNoDeadline
+}
+
 // check makes the verdict at the end of input; see the package doc for
 // why in this order.
 func (g *guard) check() error {

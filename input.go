@@ -1,0 +1,35 @@
+package main
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// messageInput returns the file deliver reads the message from. Under
+// pipe(8) that is a pipe: it is put in non-blocking mode, so that Go's
+// poller can end a read with a deadline (an interruption, the delivery's
+// deadline) rather than a goroutine and a copy per read, and its buffer
+// is made as large as the system allows a user (1 MiB by default): fewer,
+// larger reads. A socket is made non-blocking too. Anything else — a
+// terminal, where O_NONBLOCK would outlive us in the shell, or a file — is
+// left as it is.
+func messageInput(f *os.File) *os.File {
+	var st unix.Stat_t
+	fd := int(f.Fd())
+	if unix.Fstat(fd, &st) != nil {
+		return f
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		growPipe(fd)
+	case unix.S_IFSOCK:
+	default:
+		return f
+	}
+	if unix.SetNonblock(fd, true) != nil {
+		return f
+	}
+	// os.NewFile sees O_NONBLOCK and hands the descriptor to the poller.
+	return os.NewFile(uintptr(fd), f.Name())
+}
