@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 
@@ -18,11 +17,10 @@ import (
 // what its client does, or does not do, is here:
 //
 //   - it reads the greeting itself and gives no access to it, but a
-//     greeting failure must be told from an EHLO failure, and a greeting
-//     that names us is a loop: we read the greeting, and replay it to
-//     go-smtp (replayConn);
+//     greeting failure must be told from an EHLO failure: we read the
+//     greeting, and helloConn replays it to go-smtp;
 //   - it does not return the reply to EHLO, which is checked for loops and
-//     whose keywords onionmx needs: what it reads is kept (helloCapture),
+//     whose keywords onionmx needs: helloConn keeps what go-smtp reads,
 //     helloCommand tells from it whether it fell back to HELO, and
 //     ehloKeywords reads the keywords;
 //   - it falls back to HELO only after 500 or 502, where Postfix's smtp(8)
@@ -75,34 +73,33 @@ func (s *session) goSMTPHello() (replies []byte, cmd string, _ error) {
 }
 
 // newHelloClient returns go-smtp's client on the session's connection,
-// the greeting replayed, and the buffer that keeps what it reads.
+// and the buffer that keeps what it reads.
 func newHelloClient(s *session) (*smtp.Client, *bytes.Buffer) {
-	seen := &helloCapture{r: s.rr}
-	client := smtp.NewClient(&replayConn{Conn: s.sc, r: io.MultiReader(bytes.NewReader(replyBytes(s.greet)), seen)})
+	conn := &helloConn{Conn: s.sc, greeting: replyBytes(s.greet), rr: s.rr}
+	client := smtp.NewClient(conn)
 	client.CommandTimeout = s.cmdWait
-	return client, &seen.buf
+	return client, &conn.seen
 }
 
-// replayConn hands go-smtp's client a connection whose first bytes are the
-// greeting we already read ourselves, followed by the rest of the stream.
-type replayConn struct {
+// helloConn is the connection as go-smtp's client reads it: first the
+// greeting, which we read ourselves, replayed; then the replies to EHLO
+// and HELO from our reply.Reader (which bounds them), kept in seen.
+type helloConn struct {
 	net.Conn
-	r io.Reader
+	greeting []byte
+	rr       *reply.Reader
+	seen     bytes.Buffer
 }
 
-func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// helloCapture keeps what go-smtp reads: the replies to EHLO and HELO,
-// which reply.Reader bounds.
-type helloCapture struct {
-	r   io.Reader
-	buf bytes.Buffer
-}
-
-func (c *helloCapture) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.buf.Len() < 2*reply.MaxReply {
-		c.buf.Write(p[:n])
+func (c *helloConn) Read(p []byte) (int, error) {
+	if len(c.greeting) > 0 {
+		n := copy(p, c.greeting)
+		c.greeting = c.greeting[n:]
+		return n, nil
+	}
+	n, err := c.rr.Read(p)
+	if c.seen.Len() < 2*reply.MaxReply {
+		c.seen.Write(p[:n])
 	}
 	return n, err
 }
