@@ -8,6 +8,7 @@ import (
 
 	"github.com/onionmx/onionmx/check"
 	"github.com/onionmx/onionmx/deliver"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // "onionmx check" is a monitoring plugin (package check). It speaks the
@@ -92,9 +93,9 @@ func runCheck(c *cli.Context) (err error) {
 	if err != nil {
 		return checkUnknown(c, err.Error())
 	}
-	dialer, err := deliver.ParseSOCKS(c.String("socks"))
+	dialer, err := tor.ParseSOCKS(c.String("socks"))
 	if err != nil {
-		return checkUnknown(c, err.Error())
+		return checkUnknown(c, "--socks "+err.Error())
 	}
 	resolver, err := newResolver(c)
 	if err != nil {

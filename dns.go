@@ -10,6 +10,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // How SRV queries are sent: the flags of every command that looks routes
@@ -33,9 +34,9 @@ func newDNSClient(c *cli.Context) (*lookup.DNSClient, error) {
 		return nil, deliver.ConfigError(err)
 	}
 	// Checked even when unused, as every flag is.
-	socks, err := deliver.ParseSOCKS(c.String("socks"))
+	socks, err := tor.ParseSOCKS(c.String("socks"))
 	if err != nil {
-		return nil, deliver.ConfigError(err)
+		return nil, deliver.ConfigError(fmt.Errorf("--socks %w", err))
 	}
 	client := &lookup.DNSClient{DNSSEC: dnssec}
 	addr, viaTor := c.String("dns"), c.String("dns-via-tor")

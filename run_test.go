@@ -87,3 +87,16 @@ func TestGuessedEHLONameNoted(t *testing.T) {
 		t.Fatalf("%d sessions", got)
 	}
 }
+
+// TestSocksHint: a --socks that names an SMTP server instead of Tor is a
+// configuration error, and the command, not package tor, names the flag.
+func TestSocksHint(t *testing.T) {
+	_, onion, sink := fakeTor(t)
+	var stdout, stderr strings.Builder
+	status := run([]string{"onionmx", "deliver", "-f", "a@b.test", "--socks", sink.Addr, "--helo", "h.test",
+		"--nexthop", "[" + onion + "]", "--", "u@c.test"}, strings.NewReader("Subject: x\n\nbody\n"), &stdout, &stderr)
+	want := "4.3.5 Tor SocksPort " + sink.Addr + ` is not a SOCKS5 server: its answer began with "2", as an SMTP server's 220 greeting does (check --socks)` + "\n"
+	if status != 78 || stderr.String() != want {
+		t.Fatalf("status %d, output %q\nwant 78 and %q", status, stderr.String(), want)
+	}
+}

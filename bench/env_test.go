@@ -24,9 +24,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 var (
@@ -282,7 +282,7 @@ func rawCopyMain(spec string) int {
 	if err != nil {
 		return fail(err)
 	}
-	d := &deliver.SOCKSDialer{Network: "tcp", Addr: f[0]}
+	d := &tor.SOCKSDialer{Network: "tcp", Addr: f[0]}
 	conn, err := d.DialContext(context.Background(), "tcp", f[1])
 	if err != nil {
 		return fail(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // pathEnv is a zero-latency path: the fake SOCKS5 server (Delay 0: it
@@ -244,7 +245,7 @@ func BenchmarkProcess(b *testing.B) {
 		}},
 		{"Client.Deliver", func() (run, error) {
 			c := &deliver.Client{
-				Dialer:   &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+				Dialer:   &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
 				Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
 				Helo:     helo,
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // rtEnv is a delivery path with a one-way delay of D: a SOCKS5 proxy that
@@ -53,7 +54,7 @@ type client struct {
 var clients = []client{
 	{"onionmx", 6, func(e *rtEnv, tr *trace) error {
 		c := &deliver.Client{
-			Dialer:   traceDialer{d: &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr},
+			Dialer:   traceDialer{d: &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr},
 			Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
 			Helo:     helo,
 		}
@@ -76,7 +77,7 @@ var clients = []client{
 }
 
 func (e *rtEnv) whatIf(tr *trace, chunking bool) error {
-	d := traceDialer{d: &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr}
+	d := traceDialer{d: &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr}
 	conn, err := d.DialContext(context.Background(), "tcp", e.onion+":25")
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -73,4 +74,10 @@ func transcript(w io.Writer, prefix string, b []byte) {
 		line = bytes.TrimRight(line, "\r\n")
 		fmt.Fprintf(w, "%s%s\n", prefix, oneLine(string(line)))
 	}
+}
+
+// isTimeout reports an error that says a deadline passed.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
 }
