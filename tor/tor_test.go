@@ -248,3 +248,40 @@ func TestProbeNotSOCKS(t *testing.T) {
 		t.Error("more than one line")
 	}
 }
+
+// TestGreetingWithReply: Tor's reply to CONNECT and the server's greeting
+// often arrive in one segment. x/net/proxy reads the reply with reads of
+// its exact size, so the greeting stays in the socket for the caller's
+// first read, which needs no new wait: here it comes in one write with the
+// reply, and nothing follows it.
+func TestGreetingWithReply(t *testing.T) {
+	const greeting = "220 x.onion ESMTP\r\n"
+	proxyAddr := listen(t, func(c net.Conn) {
+		var b [512]byte
+		io.ReadFull(c, b[:4]) // 5 2 0 2: no auth or user/pass
+		c.Write([]byte{5, 2})
+		n, _ := c.Read(b[:]) // user/pass (RFC 1929)
+		if n == 0 {
+			return
+		}
+		c.Write([]byte{1, 0})
+		c.Read(b[:]) // CONNECT
+		reply := []byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 25}
+		c.Write(append(reply, greeting...))
+	})
+	d := &SOCKSDialer{Network: "tcp", Addr: proxyAddr}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A guard against a hang, not a timing: the greeting is there already.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 100)
+	n, err := conn.Read(b)
+	if string(b[:n]) != greeting {
+		t.Fatalf("first read after the CONNECT: %q, %v; want the greeting %q", b[:n], err, greeting)
+	}
+}
