@@ -6,7 +6,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onionmx/onionmx/check"
-	"github.com/onionmx/onionmx/deliver"
 )
 
 // "onionmx check" is a monitoring plugin (package check). It speaks the
@@ -91,7 +90,7 @@ func runCheck(c *cli.Context) (err error) {
 	if err != nil {
 		return checkUnknown(c, err.Error())
 	}
-	dialer, err := deliver.ParseSOCKS(c.String("socks"))
+	dialer, err := socksDialer(c)
 	if err != nil {
 		return checkUnknown(c, err.Error())
 	}

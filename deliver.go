@@ -14,6 +14,7 @@ import (
 
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/parent"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // "onionmx deliver" is the pipe(8) transport (package deliver): one message
@@ -91,7 +92,7 @@ func runDeliver(c *cli.Context) error {
 	if timeout <= 0 || connectTimeout <= 0 {
 		return deliver.ConfigError(errors.New("--timeout and --connect-timeout must be positive"))
 	}
-	dialer, err := deliver.ParseSOCKS(c.String("socks"))
+	dialer, err := socksDialer(c)
 	if err != nil {
 		return deliver.ConfigError(err)
 	}
@@ -133,6 +134,12 @@ func runDeliver(c *cli.Context) error {
 		Body:       body,
 	})
 	if err != nil {
+		var ce *tor.ConnectError
+		if errors.As(err, &ce) && ce.Kind == tor.NotSOCKS {
+			e := deliver.AsError(err)
+			e.Msg += " (check --socks)"
+			return e
+		}
 		if e := deliver.AsError(err); guessed && e.Reply != nil {
 			// The remote refused something, maybe for our name: say it
 			// where the administrator will see it, in the line Postfix

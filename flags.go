@@ -12,6 +12,7 @@ import (
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/dns"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // The flags and constructors that several commands share: the Tor
@@ -117,7 +118,7 @@ func newDNSClient(c *cli.Context) (*dns.Client, error) {
 		return nil, badConfig(flagError("dnssec", c.String("dnssec"), err))
 	}
 	// Checked even when unused, as every flag is.
-	socks, err := deliver.ParseSOCKS(c.String("socks"))
+	socks, err := socksDialer(c)
 	if err != nil {
 		return nil, badConfig(err)
 	}
@@ -189,3 +190,12 @@ func (d *durationValue) Set(s string) error {
 }
 
 func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+// socksDialer is --socks, Tor's SocksPort, for every command.
+func socksDialer(c *cli.Context) (*tor.SOCKSDialer, error) {
+	d, err := tor.ParseSOCKS(c.String("socks"))
+	if err != nil {
+		return nil, fmt.Errorf("--socks %w", err)
+	}
+	return d, nil
+}

@@ -48,6 +48,7 @@ var sinkNames = []string{"ONION", "OPEN", "SAFE", "PICKY", "SLOW"}
 //	$ONION     a sink, recv.test, that rejects unknown@ (550 5.1.1), refuse@ (550
 //	           5.7.1 no thanks) and long@ (a reply of many long lines)
 //	$ONION2    an onion without a service (F0)
+//	$SMTP      $ONION's SMTP server itself, host:port: not a SocksPort
 //	$OPEN      a sink that accepts every recipient: an open relay
 //	$SAFE      a sink that rejects every recipient as relaying (554 5.7.1)
 //	$PICKY     a sink that rejects senders in .invalid at RCPT TO (550
@@ -97,6 +98,7 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			l.Close()
+			env.Setenv("SMTP", sinks["ONION"].Addr)
 			env.Setenv("ONION2", oniontest.New())
 			env.Setenv("SOCKS", socks.Addr)
 			env.Setenv("DNS", dns.Addr())

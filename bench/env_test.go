@@ -24,8 +24,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/smtptest"
+	"github.com/onionmx/onionmx/tor"
 )
 
 var (
@@ -70,7 +70,9 @@ func onionmxBin(tb testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(builtDir, "onionmx")
-		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", builtBin, "github.com/onionmx/onionmx")
+		// As the README says to build it.
+		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", builtBin, "github.com/onionmx/onionmx")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -325,7 +327,7 @@ func rawCopyMain(spec string) int {
 	if err != nil {
 		return fail(err)
 	}
-	d := &deliver.SOCKSDialer{Network: "tcp", Addr: f[0]}
+	d := &tor.SOCKSDialer{Network: "tcp", Addr: f[0]}
 	conn, err := d.DialContext(context.Background(), "tcp", f[1])
 	if err != nil {
 		return fail(err)

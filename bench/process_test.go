@@ -21,6 +21,7 @@ import (
 	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // pathEnv is a zero-latency path: the fake SOCKS5 server (Delay 0: it
@@ -119,8 +120,21 @@ func (e *pathEnv) deliverCmd(bin string, size int64, stdin io.Reader) *exec.Cmd 
 // deliver runs one delivery of a size-byte message with the binary.
 func (e *pathEnv) deliver(bin string, size int64, hwm bool) (run, error) {
 	msg := &message{n: size}
+	return e.check(msg, func() (run, string, error) { return start(e.deliverCmd(bin, size, msg), hwm) })
+}
+
+// deliverWith runs cmd, a delivery of a size-byte message from
+// deliverCmd, and checks it as deliver does.
+func (e *pathEnv) deliverWith(cmd *exec.Cmd, size int64) (run, error) {
+	return e.check(cmd.Stdin.(*message), func() (run, string, error) { return start(cmd, false) })
+}
+
+// check runs a delivery of msg and checks that the sink got it, and no DNS
+// query was made.
+func (e *pathEnv) check(msg *message, deliver func() (run, string, error)) (run, error) {
+	size := msg.n
 	before, _ := e.sinkCount()
-	r, out, err := start(e.deliverCmd(bin, size, msg), hwm)
+	r, out, err := deliver()
 	if err != nil {
 		return r, err
 	}
@@ -289,7 +303,7 @@ func BenchmarkProcess(b *testing.B) {
 		}},
 		{"Client.Deliver", func() (run, error) {
 			c := &deliver.Client{
-				Dialer:   &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+				Dialer:   &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
 				Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
 				Helo:     helo,
 			}
@@ -326,6 +340,72 @@ func BenchmarkProcess(b *testing.B) {
 	}
 }
 
+// BenchmarkProcessCPU measures the CPU (user + system, from rusage) of
+// the processes Postfix starts, side by side: each iteration runs every
+// program once, in turn, so that they share the machine's state. It
+// reports each one's CPU in ms per run and the ratio of a delivery's to
+// an empty Go program's, the figure to keep low on a busy relay (issue 10:
+// at most 2.5). deliver-maxprocs1 is the delivery with GOMAXPROCS=1, as
+// postfix-master.cf.example sets it. Run it with -benchtime=200x for 200
+// runs of each.
+func BenchmarkProcessCPU(b *testing.B) {
+	bin := onionmxBin(b)
+	hello := goHello(b)
+	e := newPathEnv(b)
+	body := smallMessage()
+	size := int64(len(body))
+	withEnv := func(cmd *exec.Cmd, env ...string) *exec.Cmd {
+		cmd.Env = append(os.Environ(), env...)
+		return cmd
+	}
+	progs := []struct {
+		name string
+		run  func() (run, error)
+	}{
+		{"true", func() (run, error) {
+			r, _, err := start(exec.Command("/bin/true"), false)
+			return r, err
+		}},
+		{"go-hello", func() (run, error) {
+			r, _, err := start(exec.Command(hello), false)
+			return r, err
+		}},
+		{"help", func() (run, error) {
+			r, out, err := start(exec.Command(bin, "--help"), false)
+			if err == nil && !strings.Contains(out, "deliver") {
+				err = fmt.Errorf("--help said %q", out)
+			}
+			return r, err
+		}},
+		{"version", func() (run, error) {
+			r, out, err := start(exec.Command(bin, "--version"), false)
+			if err == nil && !strings.HasPrefix(out, "onionmx ") {
+				err = fmt.Errorf("--version said %q", out)
+			}
+			return r, err
+		}},
+		{"deliver", func() (run, error) { return e.deliver(bin, size, false) }},
+		{"deliver-maxprocs1", func() (run, error) {
+			return e.deliverWith(withEnv(e.deliverCmd(bin, size, &message{n: size}), "GOMAXPROCS=1"), size)
+		}},
+	}
+	cpu := make([]time.Duration, len(progs))
+	for b.Loop() {
+		for i, p := range progs {
+			r, err := p.run()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu[i] += r.cpu
+		}
+	}
+	for i, p := range progs {
+		b.ReportMetric(ms(cpu[i])/float64(b.N), p.name+"-cpu-ms")
+	}
+	b.ReportMetric(float64(cpu[4])/float64(cpu[1]), "deliver/go-hello")
+	b.ReportMetric(float64(cpu[5])/float64(cpu[1]), "deliver-maxprocs1/go-hello")
+}
+
 // TestRawCopy is the smoke test of the raw baseline and of the message
 // generator: the raw client (this binary, run as a process) copies 200 KiB
 // through the proxy, and the generator's message is what it claims.
@@ -358,7 +438,8 @@ func goHello(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	bin := filepath.Join(dir, "hello")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, src)
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build hello: %v\n%s", err, out)

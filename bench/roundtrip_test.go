@@ -17,6 +17,7 @@ import (
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // rtEnv is a delivery path with a one-way delay of D: a SOCKS5 proxy that
@@ -67,7 +68,7 @@ var clients = []client{
 func onionmx(noChunking bool, rcpts ...string) func(e *rtEnv, tr *trace) error {
 	return func(e *rtEnv, tr *trace) error {
 		c := &deliver.Client{
-			Dialer:     traceDialer{d: &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr},
+			Dialer:     traceDialer{d: &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr}, tr: tr},
 			Resolver:   &lookup.Resolver{DNS: e.dns.Resolver()},
 			Helo:       helo,
 			NoChunking: noChunking,

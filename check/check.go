@@ -100,10 +100,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/reply"
 	"github.com/onionmx/onionmx/internal/timeout"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // Defaults of the command's flags.
@@ -164,7 +164,7 @@ func (s Status) String() string {
 // Checker checks onion MXs through Tor. Zero durations mean the defaults.
 type Checker struct {
 	// SOCKS is Tor's SocksPort.
-	SOCKS *deliver.SOCKSDialer
+	SOCKS *tor.SOCKSDialer
 	// Resolver resolves mail domains to onion targets, as for deliver.
 	Resolver *lookup.Resolver
 	// Helo is the name to send in EHLO.
@@ -311,7 +311,7 @@ func (c *Checker) Run(ctx context.Context, targets []string) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	r.Probe = probe(ctx, c.SOCKS.Network, c.SOCKS.Addr, min(c.duration(c.ProbeTimeout, DefaultProbeTimeout), timeout))
+	r.Probe = c.SOCKS.Probe(ctx, min(c.duration(c.ProbeTimeout, DefaultProbeTimeout), timeout))
 	if r.Probe == nil {
 		results := make([][]Result, len(targets))
 		var wg sync.WaitGroup
@@ -373,11 +373,12 @@ func (c *Checker) checkTarget(ctx context.Context, t lookup.Target) (res Result)
 	start := time.Now()
 	raw, err := c.SOCKS.DialContext(ctx, "tcp", t.Addr())
 	if err != nil {
+		ce := tor.Classify(c.SOCKS.String(), t.Addr(), err, ctx.Err())
 		res.Outcome = Transit
-		if code, ok := deliver.SOCKSReplyOf(err); ok && remoteSide(code) {
+		if ce.Remote() {
 			res.Outcome = Refused
 		}
-		res.Detail = deliver.DialError(c.SOCKS, t.Addr(), err, ctx.Err()).Msg
+		res.Detail = ce.Error()
 		if expired(ctx) {
 			res.Detail += fmt.Sprintf(" (after %s, --timeout)", seconds(time.Since(start)))
 		}
@@ -449,8 +450,6 @@ func expired(ctx context.Context) bool {
 	return ok && !time.Now().Before(d)
 }
 
-// isTimeout is timeout.Is, for probe.go until it moves to package tor.
-func isTimeout(err error) bool { return timeout.Is(err) }
 
 // replyLine rebuilds a reply on one line: code, enhanced code, text.
 func replyLine(r *smtp.SMTPError) string {
@@ -462,19 +461,4 @@ func replyLine(r *smtp.SMTPError) string {
 		s += " " + r.Message
 	}
 	return clean(s)
-}
-
-// remoteSide reports whether a SOCKS reply from Tor says something about
-// the remote end that restarting the local Tor cannot change: the onion
-// service refused the port (05), the address is invalid (F6), or the
-// service wants client authorization (F4, F5). Descriptor, introduction and
-// rendezvous failures, timeouts and Tor's general failure (01, which is
-// also what a closed target behind a working onion gives) stay failures on
-// the way: they may be the local Tor's.
-func remoteSide(code deliver.SOCKSReply) bool {
-	switch code {
-	case deliver.ReplyRefused, deliver.ReplyOnionBadAddress, deliver.ReplyOnionMissingAuth, deliver.ReplyOnionWrongAuth:
-		return true
-	}
-	return false
 }

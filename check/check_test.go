@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,11 +17,11 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // fakeTor is a SocksPort that answers each onion as routes says; others
@@ -47,7 +46,7 @@ func noMail(t *testing.T, h smtptest.Hooks) smtptest.Hooks {
 
 func checker(socks *sockstest.Server) *Checker {
 	return &Checker{
-		SOCKS:    &deliver.SOCKSDialer{Network: "tcp", Addr: socks.Addr},
+		SOCKS:    &tor.SOCKSDialer{Network: "tcp", Addr: socks.Addr},
 		Resolver: &lookup.Resolver{},
 		Helo:     "checker.test",
 		Timeout:  5 * time.Second,
@@ -517,7 +516,7 @@ func TestSOCKSDown(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &Checker{SOCKS: &deliver.SOCKSDialer{Network: tc.network, Addr: tc.addr}, Resolver: &lookup.Resolver{},
+			c := &Checker{SOCKS: &tor.SOCKSDialer{Network: tc.network, Addr: tc.addr}, Resolver: &lookup.Resolver{},
 				Helo: "checker.test", ProbeTimeout: 200 * time.Millisecond}
 			r, out := run(t, c, o, "example.org")
 			if r.Status != Critical {
@@ -537,40 +536,6 @@ func TestSOCKSDown(t *testing.T) {
 	}
 	if sink.Connections() != 0 {
 		t.Error("the probe said EHLO")
-	}
-}
-
-// The probe speaks to a real SOCKS5 server over a unix socket too.
-func TestProbeUnix(t *testing.T) {
-	dir, err := os.MkdirTemp("", "check") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "socks")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		var b [4]byte
-		io.ReadFull(c, b[:])
-		if b != [4]byte{5, 2, 0, 2} {
-			t.Errorf("probe sent % x", b)
-		}
-		c.Write([]byte{5, 2})
-		if n, _ := c.Read(b[:]); n != 0 {
-			t.Errorf("probe sent more: % x", b[:n])
-		}
-	}()
-	if err := probe(context.Background(), "unix", path, time.Second); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -690,9 +655,9 @@ func TestVerdict(t *testing.T) {
 		{"internal", nil, []Result{fail("a", Internal), fail("b", Transit)}, Unknown, "a: x"},
 		{"open relay", nil, []Result{withRelay(ok("a", s), RelayOpen), fail("b", Transit)}, Critical, "OPEN RELAY: a accepted RCPT TO:<probe@onionmx-relay-test.invalid>, a foreign domain, from anyone on the Tor network; 1 of 2 targets answered EHLO (slowest 1.000s); failed: b"},
 		{"relay inconclusive", nil, []Result{withRelay(ok("a", s), RelayInconclusive)}, Warning, "1 of 1 targets answered EHLO (slowest 1.000s); relay test inconclusive: a"},
-		{"probe", &SOCKSError{Addr: "127.0.0.1:9050", Problem: "is unreachable", Err: errors.New("connect: connection refused")}, []Result{{Label: "a", Outcome: NotTried}}, Critical,
+		{"probe", &tor.ProbeError{SOCKS: "127.0.0.1:9050", Problem: "is unreachable", Err: errors.New("connect: connection refused")}, []Result{{Label: "a", Outcome: NotTried}}, Critical,
 			"Tor SocksPort 127.0.0.1:9050 is unreachable: connect: connection refused; no target tried"},
-		{"permission", &SOCKSError{Addr: "unix:/run/tor/socks", Problem: "is unreachable", Err: fmt.Errorf("connect: %w", fs.ErrPermission)}, nil, Unknown,
+		{"permission", &tor.ProbeError{SOCKS: "unix:/run/tor/socks", Problem: "is unreachable", Err: fmt.Errorf("connect: %w", fs.ErrPermission)}, nil, Unknown,
 			"Tor SocksPort unix:/run/tor/socks is unreachable: connect: permission denied (a configuration problem: run as a user that may open it)"},
 	}
 	for _, tc := range cases {

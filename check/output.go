@@ -1,8 +1,10 @@
 package check
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -29,10 +31,11 @@ const NotTried Outcome = -1
 // package documentation.
 func verdict(r *Report) (Status, string) {
 	if r.Probe != nil {
+		// oneLine: a SocksPort's path may hold a "|".
 		if isPermission(r.Probe) {
-			return Unknown, r.Probe.Error() + " (a configuration problem: run as a user that may open it)"
+			return Unknown, oneLine(r.Probe.Error()) + " (a configuration problem: run as a user that may open it)"
 		}
-		return Critical, r.Probe.Error() + "; no target tried"
+		return Critical, oneLine(r.Probe.Error()) + "; no target tried"
 	}
 	var (
 		open, inconclusive, slow, failed []string
@@ -215,6 +218,10 @@ func seconds(d time.Duration) string {
 func number(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
 }
+
+// isPermission reports a SocksPort that exists but may not be opened by
+// this user: a configuration problem, not a broken Tor.
+func isPermission(err error) bool { return errors.Is(err, fs.ErrPermission) }
 
 // maxText bounds each piece of remote text in the output.
 const maxText = 300

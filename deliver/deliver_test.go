@@ -20,6 +20,7 @@ import (
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 const testBody = "From: a@sender.test\r\nSubject: test\r\n\r\nHello over Tor.\r\n.leading dot\r\n"
@@ -140,7 +141,7 @@ func newEnv(t *testing.T, configure ...func(*smtp.Server)) *env {
 	// Runs before the proxy's own cleanup, which waits for its relays.
 	t.Cleanup(func() { close(e.done) })
 	e.client = &deliver.Client{
-		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+		Dialer:         &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
 		Resolver:       &lookup.Resolver{},
 		Helo:           "sender.test",
 		ConnectTimeout: 5 * time.Second,

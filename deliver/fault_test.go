@@ -14,6 +14,7 @@ import (
 	"github.com/onionmx/onionmx/deliver"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // bigBody is a message of 64 MiB.
@@ -81,10 +82,10 @@ func TestFaults(t *testing.T) {
 		chunked *outcome
 	}{
 		// Connecting through Tor.
-		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
+		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &tor.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
 			status: "4.4.1", exit: 75, text: "cannot connect to Tor SocksPort"},
-		{name: "proxy is not SOCKS", socks: func(e *env) { e.client.Dialer = &deliver.SOCKSDialer{Network: "tcp", Addr: e.sink.Addr} },
-			status: "4.3.5", exit: 78, text: `is not a SOCKS5 server: its answer began with "2", as an SMTP server's 220 greeting does (check --socks)`},
+		{name: "proxy is not SOCKS", socks: func(e *env) { e.client.Dialer = &tor.SOCKSDialer{Network: "tcp", Addr: e.sink.Addr} },
+			status: "4.3.5", exit: 78, text: `is not a SOCKS5 server: its answer began with "2", as an SMTP server's 220 greeting does`},
 		{name: "socks 01 general failure", socks: socksReply(0x01), status: "4.4.1", exit: 75, text: "(SOCKS reply 01)"},
 		{name: "socks 04 host unreachable", socks: socksReply(0x04), status: "4.4.1", exit: 75, text: "host unreachable (SOCKS reply 04)"},
 		{name: "socks 05 refused", socks: socksReply(0x05), status: "4.4.1", exit: 75, text: "(SOCKS reply 05)"},

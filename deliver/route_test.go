@@ -15,6 +15,7 @@ import (
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
 	"github.com/onionmx/onionmx/lookup"
+	"github.com/onionmx/onionmx/tor"
 )
 
 // routeEnv is a sender whose routes come from a recording DNS server, with
@@ -41,7 +42,7 @@ func newRouteEnv(t *testing.T, failing map[string]byte, onions ...string) *route
 		return sockstest.Response{Reply: 0xF0}
 	})
 	r.client = &deliver.Client{
-		Dialer:         &deliver.SOCKSDialer{Network: "tcp", Addr: r.socks.Addr},
+		Dialer:         &tor.SOCKSDialer{Network: "tcp", Addr: r.socks.Addr},
 		Resolver:       &lookup.Resolver{DNS: &dns.Client{Servers: []string{r.dns.Addr()}}},
 		Helo:           "sender.test",
 		CommandTimeout: 5 * time.Second,

@@ -63,7 +63,7 @@ build_onionmx() {
 	else
 		say "building onionmx"
 		# Static, as the README says to build it.
-		(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$WORK/onionmx" .) || die "go build failed"
+		(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -tags urfave_cli_no_docs -o "$WORK/onionmx" .) || die "go build failed"
 	fi
 	# The pipe and spawn services run it as nobody.
 	chmod 755 "$WORK/onionmx"

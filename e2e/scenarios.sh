@@ -442,7 +442,7 @@ check_infra() {
 
 SCENARIOS=(srv_domain big_message static_map onion_address unknown_user tor_down no_srv burst
 	dead_onion receiver_down invalid_onion unusable_onion static_typo postfix_stop
-	check_ok check_partial check_tor_down relay_safe relay_open relay_picky)
+	check_ok check_partial check_tor_down relay_safe relay_open relay_picky environment)
 
 declare -A SCENARIO_DESC=(
 	[srv_domain]="1. SRV route via the lookup server, byte for byte"
@@ -465,6 +465,7 @@ declare -A SCENARIO_DESC=(
 	[relay_safe]="   check --relay-test, safe smtpd: 554, OK"
 	[relay_open]="   check --relay-test, open smtpd: CRITICAL"
 	[relay_picky]="   relay test, probe sender refused: WARNING; <>: CRITICAL"
+	[environment]="   GOMAXPROCS=1 from master.cf reaches onionmx deliver"
 	[selftest_defer]="   harness self-test: fake onionmx defers"
 )
 
@@ -596,6 +597,36 @@ scenario_static_map() {
 	mailbox_one bob "$t" >/dev/null || return 1
 	no_dns_since "$dmark" "$PF_PINNED_DOMAIN" "$PF_PINNED_DOMAIN" || return 1
 	say "  no DNS query for $PF_PINNED_DOMAIN ($(dns_queries_since "$dmark" | grep -c . || true) queries in all)"
+}
+
+# The example's export_environment hands GOMAXPROCS=1 (and ONIONMX_HELO)
+# to the onionmx deliver process that pipe(8) starts: read in its
+# /proc/PID/environ while it runs. It runs for a few hundred milliseconds
+# (Tor's connect, the parent guard's settle), so a message that slips
+# past the watch is followed by another, up to three.
+scenario_environment() {
+	local rcpt="bob@$PF_PINNED_DOMAIN" t try pid mark env= seen=
+	for try in 1 2 3; do
+		mark=$(log_lines "$SEND_DIR/maillog")
+		t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+		local deadline=$((SECONDS + 60))
+		# Until the delivery is logged: pipe(8) logs after onionmx exits.
+		while [[ -z $env ]] && ((SECONDS < deadline)) &&
+			! tail -n +"$((mark + 1))" "$SEND_DIR/maillog" | grep -q " to=<$rcpt>, relay=onionmx"; do
+			for pid in $(pgrep -x onionmx); do
+				[[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "$WORK/onionmx deliver "* ]] || continue
+				env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || env=
+				[[ -n $env ]] && seen=$pid && break
+			done
+		done
+		wait_status "$t" "$rcpt" sent 120 >/dev/null || return 1
+		[[ -z $env ]] || break
+	done
+	[[ -n $env ]] || fail "no running onionmx deliver seen in 3 deliveries" || return 1
+	grep -qx 'GOMAXPROCS=1' <<<"$env" || fail "onionmx deliver (pid $seen) has no GOMAXPROCS=1: $(tr '\n' ' ' <<<"$env")" || return 1
+	grep -qx "ONIONMX_HELO=$(postconf -c "$SEND_DIR/etc" -h myhostname)" <<<"$env" ||
+		fail "onionmx deliver (pid $seen) has no ONIONMX_HELO=myhostname: $(tr '\n' ' ' <<<"$env")" || return 1
+	say "  onionmx deliver pid $seen (delivery $try): $(grep -E '^(GOMAXPROCS|ONIONMX_HELO)=' <<<"$env" | tr '\n' ' ')"
 }
 
 # 2. A recipient at the onion name itself: no configuration, no DNS.

@@ -2,6 +2,7 @@ package parent
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"strconv"
 	"time"
@@ -15,9 +16,14 @@ import (
 const pfExiting = 0x00000004
 
 // pidfdWatcher watches a process through a pidfd (Linux 5.3 and later),
-// which becomes readable when the process has exited.
+// which becomes readable when the process has exited. The pidfd is waited
+// on through Go's network poller, as a socket is: the goroutine parks and
+// the process sleeps through the settle. A blocking poll(2) held a thread
+// in a system call instead, and the runtime, which takes the thread's
+// processor back and wakes other threads meanwhile, spent about 0.4 ms
+// of CPU more per delivery (BenchmarkProcessCPU: 4.6 against 5.0 ms).
 type pidfdWatcher struct {
-	fd  int
+	f   *os.File
 	pid int
 }
 
@@ -28,27 +34,59 @@ func watchParent(pid int) watcher {
 		// number is watched instead.
 		return &ppidWatcher{pid: pid}
 	}
-	return &pidfdWatcher{fd: fd, pid: pid}
+	// Non-blocking, so that os.NewFile hands it to the poller (the flag
+	// PIDFD_NONBLOCK would need Linux 5.10).
+	unix.SetNonblock(fd, true)
+	return &pidfdWatcher{f: os.NewFile(uintptr(fd), "pidfd"), pid: pid}
 }
 
 func (w *pidfdWatcher) exited(d time.Duration) bool {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return true // cannot tell: doubt
+	}
+	exited, failed := false, false
+	check := func(fd uintptr) bool {
+		exited, failed = pollWait(int(fd), 0)
+		return exited || failed
+	}
+	if d <= 0 || w.f.SetReadDeadline(time.Now().Add(d)) != nil {
+		// No wait, or the poller did not take the pidfd: poll(2) it,
+		// blocking.
+		rc.Control(func(fd uintptr) { exited, failed = pollWait(int(fd), d) })
+		return exited || failed
+	}
+	// Read calls check until it says the pidfd is readable, waiting for
+	// the poller between calls, or until the deadline.
+	err = rc.Read(check)
+	switch {
+	case exited || failed:
+		return true
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false
+	}
+	return true // any other failure: doubt
+}
+
+func (w *pidfdWatcher) close() { w.f.Close() }
+
+// pollWait waits up to d for fd to become readable; failed is set when
+// poll(2) fails.
+func pollWait(fd int, d time.Duration) (ready, failed bool) {
 	deadline := time.Now().Add(d)
 	for {
-		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		wait := max(0, int(time.Until(deadline).Milliseconds())) // never -1: forever
 		n, err := unix.Poll(fds, wait)
 		switch {
-		case err == unix.EINTR && time.Now().Before(deadline):
+		case err == unix.EINTR && (d == 0 || time.Now().Before(deadline)):
 			continue
 		case err != nil:
-			// Cannot tell: doubt.
-			return true
+			return false, true
 		}
-		return n > 0
+		return n > 0, false
 	}
 }
-
-func (w *pidfdWatcher) close() { unix.Close(w.fd) }
 
 // procState reads the state and the flags of /proc/PID/stat.
 func procState(pid int) state {

@@ -38,8 +38,9 @@ func Binary(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(buildDir, "onionmx")
-		// Static, as the README says to build it.
-		build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", buildPath, "github.com/onionmx/onionmx")
+		// Static and without urfave/cli's docs, as the README says to
+		// build it.
+		build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", buildPath, "github.com/onionmx/onionmx")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		out, err := build.CombinedOutput()
 		if err != nil {
