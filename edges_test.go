@@ -501,10 +501,11 @@ func TestSignals(t *testing.T) {
 // the remote's queue id.
 func TestSuccessLineFitsPostfixLog(t *testing.T) {
 	for _, reply := range []string{
-		"250 2.0.0 Ok: queued as 4DFED9862A1",        // Postfix
-		"250 2.0.0 Ok: queued as 4Xk9sT2bqLz9xYw",    // Postfix, long queue ids
-		"250 OK id=1tXyZa-000abc-Ab",                 // Exim
-		"250 2.0.0 Ok: queued as 4DFED9862A1 (rest)", // anything longer is cut at the end
+		"250 2.0.0 Ok: queued as 4DFED9862A1",                // Postfix
+		"250 2.0.0 Ok: queued as 4Xk9sT2bqLz9xYw",            // Postfix, long queue ids
+		"250 2.0.0 Ok: 57396523 bytes queued as C869C986D34", // Postfix, to BDAT
+		"250 OK id=1tXyZa-000abc-Ab",                         // Exim
+		"250 2.0.0 Ok: queued as 4DFED9862A1 (rest)",         // anything longer is cut at the end
 	} {
 		s := newScriptServer(t, "220 mx.test", func(verb string) string {
 			if verb == "." {

@@ -180,23 +180,46 @@ func (r *Result) Reply() string {
 // onion and the remote's reply without its enhanced code, whose text ends
 // with the remote's queue id in Postfix's and Exim's words:
 // "<56>.onion: 250 Ok: queued as 4DFED9862A1" (":port" after the onion
-// when it is not 25 and there is room for it).
+// when it is not 25 and there is room for it). A text too long for the
+// rest of the 100 loses words from its middle, so that its end, the queue
+// id, stays: Postfix's reply to BDAT, "Ok: 57396523 bytes queued as
+// C869C986D34", becomes "Ok: ... queued as C869C986D34".
 func (r *Result) Summary() string {
 	line := func(host string) string {
 		s := fmt.Sprintf("%s: %03d", host, r.Code)
 		if r.Text != "" {
-			s += " " + r.Text
+			s += " " + shorten(r.Text, summaryLen-len(s)-1)
 		}
 		return s
 	}
 	if r.Target.Port != lookup.DefaultPort {
 		// The port, unless it would push the queue id out of the 100
 		// characters.
-		if s := line(r.Target.Addr()); len(s) <= 100 {
+		if s := line(r.Target.Addr()); len(s) <= summaryLen && !strings.Contains(s, " ... ") {
 			return s
 		}
 	}
 	return line(r.Target.Host)
+}
+
+// summaryLen is how much of a successful command's output pipe(8) logs.
+const summaryLen = 100
+
+// shorten fits text into room bytes by dropping whole words from its
+// middle: its first word, " ... ", and as many of its last words as fit.
+// Without a word boundary to cut at, it is returned as it is (pipe(8) cuts
+// its end).
+func shorten(text string, room int) string {
+	if len(text) <= room {
+		return text
+	}
+	head, _, _ := strings.Cut(text, " ")
+	for i := len(head); i < len(text); i++ {
+		if text[i] == ' ' && len(head)+len(" ... ")+len(text)-i-1 <= room {
+			return head + " ... " + text[i+1:]
+		}
+	}
+	return text
 }
 
 // Deliver delivers msg to the onion route of nexthop (Postfix's ${nexthop};

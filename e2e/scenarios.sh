@@ -372,7 +372,8 @@ recv_queued_one() { (($(recv_queued_qids "$1" | grep -c .) == 1)); }
 # check_sent LINE TOKEN [TARGET]: LINE is a status=sent line of the onionmx
 # transport whose text is deliver's success line as pipe(8) logs it (its
 # first 100 characters), whole: "(delivered via onionmx service (TARGET:
-# 250 Ok: queued as QID))". TARGET is the receiver's onion, with ":PORT"
+# 250 Ok: queued as QID))", or to BDAT, whose reply is "Ok: N bytes queued
+# as QID", "(TARGET: 250 Ok: ... queued as QID))". TARGET is the receiver's onion, with ":PORT"
 # when the port is not 25 (default: the onion, port 25), and QID the queue
 # id under which the receiving Postfix queued that very message: found in
 # the receiver's maillog by the Message-ID of TOKEN (waits 10 s for
@@ -380,10 +381,10 @@ recv_queued_one() { (($(recv_queued_qids "$1" | grep -c .) == 1)); }
 check_sent() {
 	local line=$1 token=$2 target=${3:-$TOR_ONION} re host rqid got
 	[[ $line == *" relay=onionmx,"* ]] || fail "not delivered by the onionmx transport: $line" || return 1
-	re='status=sent \(delivered via onionmx service \(([^ ()]+): 250 Ok: queued as ([0-9A-F]+)\)\)$'
+	re='status=sent \(delivered via onionmx service \(([^ ()]+): 250 Ok: (\.\.\. )?queued as ([0-9A-F]+)\)\)$'
 	[[ $line =~ $re ]] ||
-		fail "status=sent without deliver's whole success line '<onion>: 250 Ok: queued as QID': $line" || return 1
-	host=${BASH_REMATCH[1]} rqid=${BASH_REMATCH[2]}
+		fail "status=sent without deliver's whole success line '<onion>: 250 Ok: [... ]queued as QID': $line" || return 1
+	host=${BASH_REMATCH[1]} rqid=${BASH_REMATCH[3]}
 	[[ $host == "$target" ]] || fail "the success line names $host, not $target: $line" || return 1
 	wait_for 10 "the receiver to log the queue id of $token" recv_queued_one "$token" ||
 		fail "the receiver did not queue $token exactly once: queue ids '$(recv_queued_qids "$token" | tr '\n' ' ')'" || return 1
@@ -458,7 +459,7 @@ declare -A SCENARIO_DESC=(
 	[invalid_onion]="   invalid onion key (F6): bounced"
 	[unusable_onion]="   v2/typo .onion recipients: 5.1.2 by onionmx, no DNS"
 	[static_typo]="   static map pins a typo: deferred, file:line, no DNS"
-	[postfix_stop]="   postfix stop mid-DATA: no dot; restarted: one copy"
+	[postfix_stop]="   postfix stop mid-message: no end; restarted: one copy"
 	[check_ok]="   onionmx check: OK, EHLO and QUIT only"
 	[check_partial]="   onionmx check: a dead onion too: WARNING"
 	[check_tor_down]="   onionmx check: Tor client stopped: CRITICAL"
@@ -999,7 +1000,7 @@ pfstop_run() {
 	wait_for 10 "the receiver's smtpd to log the transaction" pfstop_recv_client "$rmark" ||
 		fail "the receiver's smtpd logged no transaction" || return 1
 	read -r spid rq <<<"$(pfstop_recv_client "$rmark")"
-	say "  the relay paused after $paused bytes; onionmx $PFS_PID (child of pipe(8) $ppid) is blocked in DATA, having read $r of the $size bytes and written $w0; receiver: smtpd[$spid], $rq"
+	say "  the relay paused after $paused bytes; onionmx $PFS_PID (child of pipe(8) $ppid) is blocked mid-message, having read $r of the $size bytes and written $w0; receiver: smtpd[$spid], $rq"
 
 	local ppstart
 	ppstart=$(proc_start "$ppid")
@@ -1029,8 +1030,11 @@ pfstop_run() {
 		fail "the receiver's smtpd[$spid] did not end its session" || return 1
 	out=$(recv_since "$rmark" | grep -E "postfix/smtpd\[$spid\]: " | grep -E 'lost connection|disconnect from' | sed 's/^.*\]: //')
 	say "  receiver: $(paste -sd ';' <<<"$out")"
-	if ! grep -qE "^lost connection after DATA \([0-9]+ bytes\) from " <<<"$out" ||
-		! grep -qE '^disconnect from .* data=0/1 ' <<<"$out" ||
+	# With DATA, "lost connection after DATA" and "data=0/1"; with BDAT
+	# chunks, "lost connection after BDAT" and "bdat=N/M". Either way the
+	# receiver's queue manager never saw the message.
+	if ! grep -qE "^lost connection after (DATA|BDAT) \([0-9]+ bytes\) from " <<<"$out" ||
+		! grep -qE '^disconnect from .* (data=0/1|bdat=[0-9]+/[0-9]+) ' <<<"$out" ||
 		grep -qE " postfix/qmgr\[[0-9]+\]: $rq: from=<" "$RECV_DIR/maillog"; then
 		line=$(grep -E " postfix/qmgr\[[0-9]+\]: $rq: from=<" "$RECV_DIR/maillog" | sed -E 's/^.*(size=[0-9]+).*/\1/')
 		bad+=("the orphaned onionmx ended the session with the final dot: the receiver queued $rq (${line:-?}; the message is $size bytes)")
