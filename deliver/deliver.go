@@ -195,7 +195,7 @@ func (r *Result) Summary() string {
 	if r.Target.Port != lookup.DefaultPort {
 		// The port, unless it would push the queue id out of the 100
 		// characters.
-		if s := line(r.Target.Addr()); len(s) <= summaryLen && !strings.Contains(s, " ... ") {
+		if s := line(r.Target.Addr()); len(s) <= summaryLen {
 			return s
 		}
 	}
