@@ -264,3 +264,62 @@ func closedSOCKS(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+// TestAttackSocketInput: stdin a socket, as a pipe(8) built on socketpair
+// gives it: the message is delivered whole when the writer shuts down,
+// and a writer that stalls, alive, is ended by --timeout.
+func TestAttackSocketInput(t *testing.T) {
+	for _, stall := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stall=%v", stall), func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+			defer ours.Close()
+			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
+			args := deliverArgs(torTo(t, s.Addr), oniontest.New())
+			for i, a := range args {
+				if a == "--timeout" {
+					args[i+1] = "2s"
+				}
+			}
+			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
+			cmd.Stdin = theirs
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			theirs.Close()
+			ours.Write([]byte("Subject: x\n\n" + strings.Repeat("line\n", 1000)))
+			if !stall {
+				unix.Shutdown(fds[0], unix.SHUT_WR)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				want, msgs := 0, 1
+				if stall {
+					want, msgs = 75, 0
+				}
+				code := 0
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				}
+				if code != want || len(s.received()) != msgs {
+					t.Fatalf("exit %d %q, %d delivered; want exit %d, %d delivered", code, out.String(), len(s.received()), want, msgs)
+				}
+				if msgs == 1 && !strings.HasSuffix(string(s.received()[0]), "line\r\n") {
+					t.Fatalf("the message arrived cut")
+				}
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("still running 20 s later (output %q)", out.String())
+			}
+		})
+	}
+}
