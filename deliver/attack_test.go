@@ -293,3 +293,56 @@ func TestAttackRemote435IsNotConfig(t *testing.T) {
 		t.Fatalf("got %v (exit %d), want the remote's 4.3.5 with exit 75", err, errExit(err))
 	}
 }
+
+// TestAttackExtraReplyChunked: a broken server sends one reply nobody
+// asked for right behind its reply to EHLO. Every reply after it is read
+// one step late. With DATA, the 354 the client waits for puts it out of
+// step (4.5.0); with BDAT nothing does: the reply to RCPT is taken for
+// the reply to BDAT LAST, and the server's real answer to the message,
+// 554, is never read. The outcome must not be a delivery.
+func TestAttackExtraReplyChunked(t *testing.T) {
+	for _, ehlo := range []string{"250-x\r\n250-PIPELINING\r\n250 CHUNKING", "250-x\r\n250 PIPELINING"} {
+		e := newEnv(t)
+		e.setConnect(func(sockstest.Request) sockstest.Response {
+			return sockstest.Response{Handle: func(c net.Conn) {
+				defer c.Close()
+				io.WriteString(c, "220 x ESMTP\r\n")
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+					switch verb {
+					case "EHLO":
+						io.WriteString(c, ehlo+"\r\n250 2.0.0 and welcome again\r\n")
+					case "DATA":
+						io.WriteString(c, "354 go\r\n")
+						for {
+							l, err := br.ReadString('\n')
+							if err != nil || l == ".\r\n" {
+								break
+							}
+						}
+						io.WriteString(c, "554 5.7.1 message refused\r\n")
+					case "BDAT":
+						var n int64
+						fmt.Sscanf(arg, "%d", &n)
+						io.CopyN(io.Discard, br, n)
+						io.WriteString(c, "554 5.7.1 message refused\r\n")
+					case "QUIT":
+						io.WriteString(c, "221 bye\r\n")
+						return
+					default:
+						io.WriteString(c, "250 ok\r\n")
+					}
+				}
+			}}
+		})
+		res, err := e.deliver(t, 10*time.Second)
+		if err == nil {
+			t.Fatalf("%q: delivered (%s) though the server refused the message", ehlo, res.Reply())
+		}
+	}
+}
