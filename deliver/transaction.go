@@ -51,6 +51,12 @@ func (s *session) transaction(msg *Message) (*Result, error) {
 	if err := s.limits(msg); err != nil {
 		return nil, s.quit(err)
 	}
+	if s.rr.Buffered() > 0 {
+		// A reply before any command: every reply after it would be read
+		// one step late, and BDAT has no 354 to show it (the reply to RCPT
+		// would pass for the reply to the message). Nothing is sent.
+		return nil, fail("4.5.0", nil, "host %s sent a reply nobody asked for, after its reply to EHLO", s.host)
+	}
 	_, pipelining := s.ext["PIPELINING"]
 	_, chunking := s.ext["CHUNKING"]
 	switch {
