@@ -196,6 +196,13 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 	if err != nil {
 		return nil, s.netError("sending end of data"+maybeStored, err)
 	}
+	if ec, ok := enhancedCode(smtpError(rep)); ok && rep.Code/100 == 2 && ec[1] == 1 {
+		// A success about an address (X.1.Y, RFC 3463) is the reply to
+		// MAIL or RCPT: the server sent one reply too many on the way,
+		// and its reply to the message is still to come. With DATA the
+		// 354 would have shown it.
+		return nil, fail("4.5.0", nil, "host %s sent a reply about an address to end of data, out of step with the commands -- message may be sent more than once: %s", s.host, replyText(smtpError(rep)))
+	}
 	return s.endOfData(rep)
 }
 
