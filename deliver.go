@@ -124,7 +124,9 @@ func runDeliver(c *cli.Context) error {
 	if f, ok := body.(*os.File); ok && f == os.Stdin {
 		// pipe(8) writes the message; trust its end only if pipe(8)
 		// did not die in the middle of it.
-		body = parent.Guard(messageInput(f))
+		in, restore := messageInput(f)
+		defer restore()
+		body = parent.Guard(in)
 	}
 	ctx := interruptible(c.Context)
 	res, err := client.Deliver(ctx, c.String("nexthop"), &deliver.Message{

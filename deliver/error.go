@@ -57,11 +57,12 @@ func (e *Error) Temporary() bool { return strings.HasPrefix(e.Status, "4.") }
 // Exit returns the sysexits status for the error, worked out here alone
 // from its status code and whether it is the remote's reply: every 4.x.y
 // is EX_TEMPFAIL but the configuration's 4.3.5, which is EX_CONFIG
-// (pipe(8) defers it for its 4.x.y output); a permanent failure names its
-// kind as sendmail's statuses do.
+// (pipe(8) defers it for its 4.x.y output) — a remote's own 4.3.5 is its
+// trouble, not ours; a permanent failure names its kind as sendmail's
+// statuses do.
 func (e *Error) Exit() int {
 	switch {
-	case e.Status == "4.3.5":
+	case e.Status == "4.3.5" && e.Reply == nil:
 		return ExConfig
 	case !strings.HasPrefix(e.Status, "5."):
 		// Anything but a permanent code is uncertain: defer.

@@ -51,6 +51,12 @@ func (s *session) transaction(msg *Message) (*Result, error) {
 	if err := s.limits(msg); err != nil {
 		return nil, s.quit(err)
 	}
+	if s.rr.Buffered() > 0 {
+		// A reply before any command: every reply after it would be read
+		// one step late, and BDAT has no 354 to show it (the reply to RCPT
+		// would pass for the reply to the message). Nothing is sent.
+		return nil, fail("4.5.0", nil, "host %s sent a reply nobody asked for, after its reply to EHLO", s.host)
+	}
 	_, pipelining := s.ext["PIPELINING"]
 	_, chunking := s.ext["CHUNKING"]
 	switch {
@@ -189,6 +195,13 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 	rep, err = s.readReply(s.dataWait)
 	if err != nil {
 		return nil, s.netError("sending end of data"+maybeStored, err)
+	}
+	if ec, ok := enhancedCode(smtpError(rep)); ok && rep.Code/100 == 2 && ec[1] == 1 {
+		// A success about an address (X.1.Y, RFC 3463) is the reply to
+		// MAIL or RCPT: the server sent one reply too many on the way,
+		// and its reply to the message is still to come. With DATA the
+		// 354 would have shown it.
+		return nil, fail("4.5.0", nil, "host %s sent a reply about an address to end of data, out of step with the commands -- message may be sent more than once: %s", s.host, replyText(smtpError(rep)))
 	}
 	return s.endOfData(rep)
 }

@@ -4,6 +4,7 @@
 package smtptest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -85,7 +86,13 @@ func New(t testing.TB, configure ...func(*smtp.Server)) *Sink {
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		close(s.done)
-		srv.Close()
+		// Shutdown waits for the connections to end by themselves (their
+		// clients are gone by now). Close would close them under a BDAT
+		// that go-smtp v0.25.1 reads without its lock: a data race that
+		// go test -race reports.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
 	})
 	return s
 }
