@@ -350,42 +350,48 @@ func TestAttackExtraReplyChunked(t *testing.T) {
 // TestAttackDoubleReplyToMAIL: a broken server answers MAIL twice. With
 // BDAT the replies are read one step late from there on: the reply to
 // RCPT passes for the reply to BDAT LAST, and the server's 554 to the
-// message is never read. Not a delivery. (The check for a reply before
-// the first command cannot see this one: it comes after MAIL.)
+// message comes where the reply to the pipelined QUIT should. Not a
+// delivery, with enhanced status codes or without. (The check for a reply
+// before the first command cannot see this one: it comes after MAIL.)
 func TestAttackDoubleReplyToMAIL(t *testing.T) {
-	e := newEnv(t)
-	e.setConnect(func(sockstest.Request) sockstest.Response {
-		return sockstest.Response{Handle: func(c net.Conn) {
-			defer c.Close()
-			io.WriteString(c, "220 x ESMTP\r\n")
-			br := bufio.NewReader(c)
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
+	for _, ok := range []string{"250 2.1.0 Ok", "250 Ok"} {
+		e := newEnv(t)
+		e.setConnect(func(sockstest.Request) sockstest.Response {
+			return sockstest.Response{Handle: func(c net.Conn) {
+				defer c.Close()
+				io.WriteString(c, "220 x ESMTP\r\n")
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+					switch verb {
+					case "EHLO":
+						io.WriteString(c, chunkingEHLO+"\r\n")
+					case "MAIL":
+						io.WriteString(c, ok+"\r\n"+ok+", really\r\n")
+					case "BDAT":
+						var n int64
+						fmt.Sscanf(arg, "%d", &n)
+						io.CopyN(io.Discard, br, n)
+						io.WriteString(c, "554 message refused\r\n")
+					case "QUIT":
+						io.WriteString(c, "221 bye\r\n")
+						return
+					default:
+						io.WriteString(c, ok+"\r\n")
+					}
 				}
-				verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-				switch verb {
-				case "EHLO":
-					io.WriteString(c, chunkingEHLO+"\r\n")
-				case "MAIL":
-					io.WriteString(c, "250 2.1.0 Ok\r\n250 2.1.0 Ok, really\r\n")
-				case "BDAT":
-					var n int64
-					fmt.Sscanf(arg, "%d", &n)
-					io.CopyN(io.Discard, br, n)
-					io.WriteString(c, "554 5.7.1 message refused\r\n")
-				case "QUIT":
-					io.WriteString(c, "221 bye\r\n")
-					return
-				default:
-					io.WriteString(c, "250 2.1.5 ok\r\n")
-				}
-			}
-		}}
-	})
-	res, err := e.deliver(t, 10*time.Second)
-	if err == nil {
-		t.Fatalf("delivered (%s) though the server refused the message", res.Reply())
+			}}
+		})
+		res, err := e.deliver(t, 10*time.Second)
+		if err == nil {
+			t.Fatalf("%q: delivered (%s) though the server refused the message", ok, res.Reply())
+		}
+		if err.Status != "4.5.0" || !strings.Contains(err.Msg, "out of step") || !strings.Contains(err.Msg, "may be sent more than once") {
+			t.Errorf("%q: got %v, want 4.5.0, out of step, may be sent more than once", ok, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -19,9 +20,9 @@ import (
 //     does not offer PIPELINING: MAIL, each RCPT, DATA, the body;
 //   - RFC 2920 PIPELINING: MAIL, every RCPT and DATA in one write, their
 //     replies read in order, then the body (2 round trips);
-//   - with RFC 3030 CHUNKING too, and one recipient: MAIL, RCPT and the
-//     body as BDAT chunks in one stream, the replies read after the last
-//     chunk (1 round trip).
+//   - with RFC 3030 CHUNKING too, and one recipient: MAIL, RCPT, the body
+//     as BDAT chunks and QUIT in one stream, the replies read after it (1
+//     round trip), the reply to QUIT showing that they were read in step.
 //
 // Recipients are all or nothing, whichever way: pipe(8) takes one status
 // for all of them. PIPELINING keeps that: every RCPT reply is known before
@@ -158,6 +159,10 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 		return nil, s.bodyError(err)
 	}
 	s.sc.mute(false, "")
+	// QUIT ends the batch (RFC 2920 allows it last in a group): its reply,
+	// which comes right behind the others, shows that they were read in
+	// step (see inStep).
+	s.sc.writeWithin([]byte("QUIT\r\n"), quitTimeout)
 	// Every reply awaited from here on may be the one that would have said
 	// the message was stored.
 	const maybeStored = " -- message may be sent more than once"
@@ -167,8 +172,8 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 	}
 	if e := s.mailReply(rep, nil); e != nil {
 		// Without MAIL, no RCPT and no message: BDAT consumed its octets
-		// and was refused, so the connection is in step for QUIT.
-		return nil, s.quit(e)
+		// and was refused.
+		return nil, e
 	}
 	rep, err = s.readReply(s.cmdWait)
 	if err != nil {
@@ -176,10 +181,10 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 	}
 	var rejected []rejection
 	if e := s.rcptReply(rep, nil, msg.Recipients[0], &rejected); e != nil {
-		return nil, s.quit(e)
+		return nil, e
 	}
 	if len(rejected) > 0 {
-		return nil, s.quit(rcptError(s.host, rejected, 1))
+		return nil, rcptError(s.host, rejected, 1)
 	}
 	for i := 1; i < chunks; i++ {
 		rep, err := s.readReply(s.cmdWait)
@@ -189,21 +194,41 @@ func (s *session) chunked(msg *Message) (*Result, error) {
 		if rep.Code/100 != 2 {
 			// A chunk refused: the server drops the transaction (RFC 3030
 			// section 3), and refuses the chunks after it.
-			return nil, s.quit(s.unexpected(rep, "BDAT"))
+			return nil, s.unexpected(rep, "BDAT")
 		}
 	}
 	rep, err = s.readReply(s.dataWait)
 	if err != nil {
 		return nil, s.netError("sending end of data"+maybeStored, err)
 	}
-	if ec, ok := enhancedCode(smtpError(rep)); ok && rep.Code/100 == 2 && ec[1] == 1 {
-		// A success about an address (X.1.Y, RFC 3463) is the reply to
-		// MAIL or RCPT: the server sent one reply too many on the way,
-		// and its reply to the message is still to come. With DATA the
-		// 354 would have shown it.
-		return nil, fail("4.5.0", nil, "host %s sent a reply about an address to end of data, out of step with the commands -- message may be sent more than once: %s", s.host, replyText(smtpError(rep)))
+	res, err := s.endOfData(rep)
+	if err != nil {
+		return nil, err
 	}
-	return s.endOfData(rep)
+	if e := s.inStep(); e != nil {
+		return nil, e
+	}
+	return res, nil
+}
+
+// quitReplyWait bounds the wait for the reply to a pipelined QUIT once
+// every other reply is in: it comes with them, or not at all.
+const quitReplyWait = 10 * time.Second
+
+// inStep reads the reply to the QUIT that ended a BDAT batch, after a 2xx
+// to the message. Replies are read by their place in the batch, and with
+// BDAT nothing else (DATA's 354) shows that they are in step: a server
+// that sent one reply too many on the way (two to MAIL, say) has had its
+// reply to RCPT read as the reply to the message, and its real reply to
+// the message comes where the 221 should. Anything but a 2xx there is
+// such a reply: the outcome is unknown. A server that hangs up without
+// answering QUIT cannot be checked, and its 2xx stands.
+func (s *session) inStep() *Error {
+	rep, err := s.readReply(min(s.cmdWait, quitReplyWait))
+	if err != nil || rep.Code/100 == 2 {
+		return nil
+	}
+	return fail("4.5.0", nil, "host %s sent replies out of step with the commands (%s where the reply to QUIT should be) -- message may be sent more than once", s.host, replyText(smtpError(rep)))
 }
 
 // mailReply judges the reply to MAIL FROM (err, when reading it failed).
@@ -257,7 +282,11 @@ func (s *session) data(msg *Message) (*Result, error) {
 	if err != nil {
 		return nil, s.netError("sending end of data -- message may be sent more than once", err)
 	}
-	return s.endOfData(rep)
+	res, err := s.endOfData(rep)
+	if err == nil {
+		s.quit(nil)
+	}
+	return res, err
 }
 
 // bodyError is the failure of writeBody or writeChunks: the final dot or
@@ -295,7 +324,6 @@ func (s *session) endOfData(rep *reply.Reply) (*Result, error) {
 	default:
 		return nil, fail("4.5.0", nil, "host %s sent an unexpected reply while sending end of data -- message may be sent more than once: %s", s.host, replyText(r))
 	}
-	s.quit(nil)
 	res := &Result{Target: s.target, Code: rep.Code, Text: printable.Line(r.Message, reply.MaxReply)}
 	if validEnhanced(r.EnhancedCode) {
 		res.Enhanced = fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2])
