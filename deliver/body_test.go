@@ -511,7 +511,9 @@ func TestBodyConstantMemory(t *testing.T) {
 			bytesPer[i] = (after.TotalAlloc - before.TotalAlloc) / 2
 		}
 		t.Logf("%s: %v allocations, %d and %d bytes for 1 and 64 MiB", w.name, allocs[0], bytesPer[0], bytesPer[1])
-		if allocs[1] != allocs[0] || bytesPer[1] > bytesPer[0]+8<<10 || bytesPer[1] > 2<<20 {
+		// The counts are the whole process's: a goroutine left over from
+		// another test may add one. The bytes say whether memory grows.
+		if allocs[1] > allocs[0]+2 || bytesPer[1] > bytesPer[0]+8<<10 || bytesPer[1] > 2<<20 {
 			t.Errorf("%s: %v and %v allocations, %d and %d bytes for 1 and 64 MiB", w.name, allocs[0], allocs[1], bytesPer[0], bytesPer[1])
 		}
 	}
