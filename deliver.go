@@ -70,43 +70,79 @@ func deliverCommand() *cli.Command {
 }
 
 func runDeliver(c *cli.Context) error {
+	client, msg, guessed, err := deliverRequest(c)
+	if err != nil {
+		return err
+	}
+	if f, ok := msg.Body.(*os.File); ok && f == os.Stdin {
+		// pipe(8) writes the message; trust its end only if pipe(8)
+		// did not die in the middle of it.
+		in, restore := messageInput(f)
+		defer restore()
+		msg.Body = parent.Guard(in)
+	}
+	res, err := client.Deliver(interruptible(c.Context), c.String("nexthop"), msg)
+	if err != nil {
+		var ce *tor.ConnectError
+		if errors.As(err, &ce) && ce.Kind == tor.NotSOCKS {
+			e := deliver.AsError(err)
+			e.Msg += " (check --socks)"
+			return e
+		}
+		if e := deliver.AsError(err); guessed && e.Reply != nil {
+			// The remote refused something, maybe for our name: say it
+			// where the administrator will see it, in the line Postfix
+			// logs.
+			e.Msg += fmt.Sprintf(" (note: the EHLO name %s is a guess, this host's name has no domain; give --helo, e.g. Postfix's $myhostname)", client.Helo)
+			return e
+		}
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))
+	return nil
+}
+
+// deliverRequest reads deliver's command line: the client, the message
+// (its body the command's input) and whether the EHLO name is a guess.
+// Every error is a configuration error: deferred, never bounced.
+func deliverRequest(c *cli.Context) (_ *deliver.Client, _ *deliver.Message, guessed bool, _ error) {
 	// Checked here rather than with Required, which prints the help text
 	// before the error: under pipe(8) the output is one line.
 	if !c.IsSet("sender") {
-		return deliver.ConfigError(errors.New("--sender is required (an empty value is the null sender)"))
+		return nil, nil, false, deliver.ConfigError(errors.New("--sender is required (an empty value is the null sender)"))
 	}
 	rcpts := c.Args().Slice()
 	if len(rcpts) == 0 {
-		return deliver.ConfigError(errors.New("no recipients given"))
+		return nil, nil, false, deliver.ConfigError(errors.New("no recipients given"))
 	}
 	sender := c.String("sender")
 	for _, a := range append([]string{sender}, rcpts...) {
 		if strings.ContainsAny(a, "\r\n\x00") {
-			return deliver.ConfigError(fmt.Errorf("address %q contains a control character", a))
+			return nil, nil, false, deliver.ConfigError(fmt.Errorf("address %q contains a control character", a))
 		}
 	}
 	if c.Int64("size") < 0 {
-		return deliver.ConfigError(errors.New("--size must not be negative"))
+		return nil, nil, false, deliver.ConfigError(errors.New("--size must not be negative"))
 	}
 	timeout, connectTimeout := duration(c, "timeout"), duration(c, "connect-timeout")
 	if timeout <= 0 || connectTimeout <= 0 {
-		return deliver.ConfigError(errors.New("--timeout and --connect-timeout must be positive"))
+		return nil, nil, false, deliver.ConfigError(errors.New("--timeout and --connect-timeout must be positive"))
 	}
 	dialer, err := socksDialer(c)
 	if err != nil {
-		return deliver.ConfigError(err)
+		return nil, nil, false, deliver.ConfigError(err)
 	}
 	tlsMode, err := deliver.ParseTLSMode(c.String("tls"))
 	if err != nil {
-		return deliver.ConfigError(err)
+		return nil, nil, false, deliver.ConfigError(err)
 	}
 	resolver, err := newResolver(c)
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
 	helo, guessed := heloName(c)
 	if err := checkHelo(helo); err != nil {
-		return deliver.ConfigError(err)
+		return nil, nil, false, deliver.ConfigError(err)
 	}
 	client := &deliver.Client{
 		Dialer:         dialer,
@@ -120,39 +156,8 @@ func runDeliver(c *cli.Context) error {
 	if c.Bool("verbose") {
 		client.Transcript = c.App.ErrWriter
 	}
-	body := c.App.Reader
-	if f, ok := body.(*os.File); ok && f == os.Stdin {
-		// pipe(8) writes the message; trust its end only if pipe(8)
-		// did not die in the middle of it.
-		in, restore := messageInput(f)
-		defer restore()
-		body = parent.Guard(in)
-	}
-	ctx := interruptible(c.Context)
-	res, err := client.Deliver(ctx, c.String("nexthop"), &deliver.Message{
-		Sender:     sender,
-		Recipients: rcpts,
-		Size:       c.Int64("size"),
-		Body:       body,
-	})
-	if err != nil {
-		var ce *tor.ConnectError
-		if errors.As(err, &ce) && ce.Kind == tor.NotSOCKS {
-			e := deliver.AsError(err)
-			e.Msg += " (check --socks)"
-			return e
-		}
-		if e := deliver.AsError(err); guessed && e.Reply != nil {
-			// The remote refused something, maybe for our name: say it
-			// where the administrator will see it, in the line Postfix
-			// logs.
-			e.Msg += fmt.Sprintf(" (note: the EHLO name %s is a guess, this host's name has no domain; give --helo, e.g. Postfix's $myhostname)", helo)
-			return e
-		}
-		return err
-	}
-	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))
-	return nil
+	msg := &deliver.Message{Sender: sender, Recipients: rcpts, Size: c.Int64("size"), Body: c.App.Reader}
+	return client, msg, guessed, nil
 }
 
 // signals are the signals deliver catches, from the start of the process

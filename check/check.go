@@ -450,7 +450,6 @@ func expired(ctx context.Context) bool {
 	return ok && !time.Now().Before(d)
 }
 
-
 // replyLine rebuilds a reply on one line: code, enhanced code, text.
 func replyLine(r *smtp.SMTPError) string {
 	s := strconv.Itoa(r.Code)
