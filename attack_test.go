@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/onionmx/onionmx/internal/dnstest"
 	"github.com/onionmx/onionmx/internal/oniontest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/internal/sockstest"
@@ -165,16 +163,7 @@ func TestAttackNextTargetAfterBody(t *testing.T) {
 		t.Run(fmt.Sprintf("chunking=%v", tc.chunking), func(t *testing.T) {
 			primary := newChunkServer(t, tc.chunking, "451 4.3.0 try later")
 			backup := newChunkServer(t, tc.chunking, "250 2.1.0 Ok")
-			o1, o2 := oniontest.New(), oniontest.New()
-			socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
-				if r.Host == o1 {
-					return sockstest.Response{Dial: primary.Addr}
-				}
-				return sockstest.Response{Dial: backup.Addr}
-			})
-			dns := dnstest.New(t)
-			dns.SetSRV("_onion-mx._tcp.recv.test.", dnstest.SRV{Priority: 0, Weight: 1, Port: 25, Target: o1 + "."},
-				dnstest.SRV{Priority: 10, Weight: 1, Port: 25, Target: o2 + "."})
+			socks, dns := twoTargets(t, primary.Addr, backup.Addr)
 			r := runBin(t, &bigMessage{n: 3 << 20}, "-f", "a@sender.test", "--socks", socks.Addr,
 				"--helo", "sender.test", "--dns", dns.Addr(), "--timeout", "30s", "--", "user@recv.test")
 			if n := int(backup.ends.Load()); n != tc.backup || backup.Connections() != tc.backup {
@@ -195,18 +184,7 @@ func TestAttackParentDiesData(t *testing.T) {
 		t.Run(end, func(t *testing.T) {
 			s := newChunkServer(t, false, "250 2.1.0 Ok")
 			args := append([]string{"deliver"}, deliverArgs(torTo(t, s.Addr), oniontest.New())...)
-			cmd := exec.Command(os.Args[0])
-			cmd.Env = append(os.Environ(), roleEnv+"=reaper", "ONIONMX_TEST_BIN_PATH="+bin,
-				"ONIONMX_TEST_ARGS="+strings.Join(args, "\x1f"), "ONIONMX_TEST_END="+end,
-				"ONIONMX_TEST_WRITE=66000", "ONIONMX_TEST_WAIT=")
-			b, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("reaper: %v", err)
-			}
-			var rep reaperReport
-			if err := json.Unmarshal(b, &rep); err != nil || rep.Error != "" {
-				t.Fatalf("reaper said %q: %v", b, err)
-			}
+			rep := reap(t, bin, args, end, 66000, false)
 			time.Sleep(100 * time.Millisecond)
 			if n := s.ends.Load(); n != 0 || rep.Status != 75 || !strings.HasPrefix(rep.Output, "4.3.0 ") {
 				t.Fatalf("onionmx exited %d with %q, %d messages ended; want 75, 4.3.0 and none", rep.Status, rep.Output, n)
@@ -228,7 +206,7 @@ func TestAttackNonblockDoesNotLeak(t *testing.T) {
 	}
 	defer pr.Close()
 	defer pw.Close()
-	cmd := exec.Command(onionmxBinary(t), deliverArgs(closedSOCKS(t), oniontest.New())...)
+	cmd := exec.Command(onionmxBinary(t), deliverArgs(sockstest.Closed(t), oniontest.New())...)
 	cmd.Args = append([]string{cmd.Args[0], "deliver"}, cmd.Args[1:]...)
 	cmd.Stdin = pr // the child's fd 0 is this very description
 	pw.Write([]byte("Subject: x\n\n"))
@@ -252,17 +230,6 @@ func TestAttackNonblockDoesNotLeak(t *testing.T) {
 	if flags&unix.O_NONBLOCK != 0 {
 		t.Fatalf("after onionmx, its input's file description is O_NONBLOCK (set by onionmx, shared with its parent)")
 	}
-}
-
-// closedSOCKS is the address of a port where nothing listens.
-func closedSOCKS(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // TestAttackSocketInput: stdin a socket, as a pipe(8) built on socketpair

@@ -598,16 +598,7 @@ func TestNextTargetAfterSoftFailure(t *testing.T) {
 			return esmtp(verb)
 		})
 		backup := newScriptServer(t, "220 backup.test ESMTP", esmtp)
-		o1, o2 := oniontest.New(), oniontest.New()
-		socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
-			if r.Host == o1 {
-				return sockstest.Response{Dial: primary.Addr}
-			}
-			return sockstest.Response{Dial: backup.Addr}
-		})
-		dns := dnstest.New(t)
-		dns.SetSRV("_onion-mx._tcp.recv.test.", dnstest.SRV{Priority: 0, Weight: 1, Port: 25, Target: o1 + "."},
-			dnstest.SRV{Priority: 10, Weight: 1, Port: 25, Target: o2 + "."})
+		socks, dns := twoTargets(t, primary.Addr, backup.Addr)
 		r := runBin(t, strings.NewReader("Subject: x\n\nbody\n"), "-f", "a@sender.test", "--socks", socks.Addr,
 			"--helo", "sender.test", "--dns", dns.Addr(), "--timeout", "30s", "--", "user@recv.test")
 		if r.code != 0 || len(backup.received()) != 1 || len(primary.received()) != 0 {
@@ -787,4 +778,21 @@ func holds(pid int, file string) bool {
 		}
 	}
 	return false
+}
+
+// twoTargets publishes two onions for recv.test by SRV, the first to
+// primary's address and the second, the backup, to backup's, and returns
+// the fake Tor and the DNS server that say so.
+func twoTargets(t *testing.T, primary, backup string) (*sockstest.Server, *dnstest.Server) {
+	o1, o2 := oniontest.New(), oniontest.New()
+	socks := sockstest.New(t, func(r sockstest.Request) sockstest.Response {
+		if r.Host == o1 {
+			return sockstest.Response{Dial: primary}
+		}
+		return sockstest.Response{Dial: backup}
+	})
+	dns := dnstest.New(t)
+	dns.SetSRV("_onion-mx._tcp.recv.test.", dnstest.SRV{Priority: 0, Weight: 1, Port: 25, Target: o1 + "."},
+		dnstest.SRV{Priority: 10, Weight: 1, Port: 25, Target: o2 + "."})
+	return socks, dns
 }

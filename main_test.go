@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -93,17 +92,12 @@ func TestScripts(t *testing.T) {
 				}
 				return sockstest.Response{Reply: 0xF0}
 			})
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return err
-			}
-			l.Close()
 			env.Setenv("SMTP", sinks["ONION"].Addr)
 			env.Setenv("ONION2", oniontest.New())
 			env.Setenv("SOCKS", socks.Addr)
 			env.Setenv("DNS", dns.Addr())
 			env.Setenv("RESOLVER", resolver)
-			env.Setenv("DOWN", l.Addr().String())
+			env.Setenv("DOWN", sockstest.Closed(t))
 			env.Setenv("MYHOSTNAME", hostname)
 			env.Values["sinks"] = sinks
 			env.Values["dns"] = &scriptDNS{Server: dns, records: map[string][]dnstest.SRV{}}

@@ -173,18 +173,7 @@ func TestParentDies(t *testing.T) {
 		t.Run(fmt.Sprintf("%s after %d bytes", tc.end, tc.write), func(t *testing.T) {
 			socks, onion, sink := fakeTor(t)
 			args := append([]string{"deliver"}, deliverArgs(socks, onion)...)
-			cmd := exec.Command(os.Args[0])
-			cmd.Env = append(os.Environ(), roleEnv+"=reaper", "ONIONMX_TEST_BIN_PATH="+bin,
-				"ONIONMX_TEST_ARGS="+strings.Join(args, "\x1f"), "ONIONMX_TEST_END="+tc.end,
-				fmt.Sprintf("ONIONMX_TEST_WRITE=%d", tc.write), "ONIONMX_TEST_WAIT="+map[bool]string{true: "1"}[tc.wait])
-			b, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("reaper: %v", err)
-			}
-			var rep reaperReport
-			if err := json.Unmarshal(b, &rep); err != nil || rep.Error != "" {
-				t.Fatalf("reaper said %q: %v", b, err)
-			}
+			rep := reap(t, bin, args, tc.end, tc.write, tc.wait)
 			t.Logf("pipe: %s; onionmx: exit %d %s: %q", rep.PipeStatus, rep.Status, rep.Signal, rep.Output)
 			time.Sleep(100 * time.Millisecond) // the sink records after its reply
 			if n := len(sink.Messages()); n != tc.msgs {
@@ -198,4 +187,24 @@ func TestParentDies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reap runs onionmx (bin with args) under a stand-in for pipe(8), the
+// reaper role: it writes write bytes of a message, then ends as end says
+// ("SIGTERM", "SIGKILL", "finish"), waiting for onionmx first if wait.
+func reap(t *testing.T, bin string, args []string, end string, write int, wait bool) reaperReport {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), roleEnv+"=reaper", "ONIONMX_TEST_BIN_PATH="+bin,
+		"ONIONMX_TEST_ARGS="+strings.Join(args, "\x1f"), "ONIONMX_TEST_END="+end,
+		fmt.Sprintf("ONIONMX_TEST_WRITE=%d", write), "ONIONMX_TEST_WAIT="+map[bool]string{true: "1"}[wait])
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reaper: %v", err)
+	}
+	var rep reaperReport
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Error != "" {
+		t.Fatalf("reaper said %q: %v", b, err)
+	}
+	return rep
 }

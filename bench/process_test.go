@@ -267,101 +267,25 @@ func BenchmarkThroughputRatio(b *testing.B) {
 	}
 }
 
-// BenchmarkProcess measures start-to-exit of one delivery of a 2 KiB
-// message on a zero-latency path, as Postfix runs it once per message,
-// against what starting a process costs: /bin/true (fork and exec), an
-// empty Go program (the Go runtime), `onionmx --help` (onionmx's package
-// initialisation and the command line), and the delivery in-process
-// (Client.Deliver, no process at all).
-func BenchmarkProcess(b *testing.B) {
-	bin := onionmxBin(b)
-	hello := goHello(b)
-	e := newPathEnv(b)
-	body := smallMessage()
-	size := int64(len(body))
-	cases := []struct {
-		name string
-		run  func() (run, error)
-	}{
-		{"true", func() (run, error) {
-			r, _, err := start(exec.Command("/bin/true"), false)
-			return r, err
-		}},
-		{"go-hello", func() (run, error) {
-			r, _, err := start(exec.Command(hello), false)
-			return r, err
-		}},
-		{"onionmx-help", func() (run, error) {
-			r, out, err := start(exec.Command(bin, "--help"), false)
-			if err == nil && !strings.Contains(out, "deliver") {
-				err = fmt.Errorf("--help said %q", out)
-			}
-			return r, err
-		}},
-		{"onionmx-deliver", func() (run, error) {
-			return e.deliver(bin, size, false)
-		}},
-		{"Client.Deliver", func() (run, error) {
-			c := &deliver.Client{
-				Dialer:   &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
-				Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
-				Helo:     helo,
-			}
-			t0 := time.Now()
-			res, err := c.Deliver(context.Background(), "["+e.onion+"]:25", &deliver.Message{
-				Sender: sender, Recipients: []string{recipient}, Size: size, Body: bytes.NewReader(body),
-			})
-			r := run{wall: time.Since(t0)}
-			if err == nil && !strings.HasPrefix(res.Reply(), "250 ") {
-				err = fmt.Errorf("reply %q", res.Reply())
-			}
-			if err == nil {
-				err = e.noDNS()
-			}
-			return r, err
-		}},
-	}
-	for _, c := range cases {
-		b.Run("cmd="+c.name, func(b *testing.B) {
-			var walls []time.Duration
-			var faults int64
-			for b.Loop() {
-				r, err := c.run()
-				if err != nil {
-					b.Fatal(err)
-				}
-				walls = append(walls, r.wall)
-				faults += r.faults
-			}
-			b.ReportMetric(ms(percentile(walls, 0.5)), "p50-ms")
-			b.ReportMetric(ms(percentile(walls, 0.9)), "p90-ms")
-			b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
-		})
-	}
+// A program is one of the processes the process benchmarks run.
+type program struct {
+	name string
+	run  func() (run, error)
 }
 
-// BenchmarkProcessCPU measures the CPU (user + system, from rusage) of
-// the processes Postfix starts, side by side: each iteration runs every
-// program once, in turn, so that they share the machine's state. It
-// reports each one's CPU in ms per run and the ratio of a delivery's to
-// an empty Go program's, the figure to keep low on a busy relay (issue 10:
-// at most 2.5). deliver-maxprocs1 is the delivery with GOMAXPROCS=1, as
-// postfix-master.cf.example sets it. Run it with -benchtime=200x for 200
-// runs of each.
-func BenchmarkProcessCPU(b *testing.B) {
-	bin := onionmxBin(b)
-	hello := goHello(b)
-	e := newPathEnv(b)
-	body := smallMessage()
-	size := int64(len(body))
+// programs are the processes Postfix starts, and what they are measured
+// against, by the names BenchmarkProcess and BenchmarkProcessCPU report:
+// /bin/true (fork and exec), an empty Go program (the Go runtime),
+// `onionmx --help` and `--version` (package initialisation and the
+// command line), and the delivery of a small message, also with
+// GOMAXPROCS=1 as postfix-master.cf.example sets it.
+func programs(b *testing.B, e *pathEnv, size int64) []program {
+	bin, hello := onionmxBin(b), goHello(b)
 	withEnv := func(cmd *exec.Cmd, env ...string) *exec.Cmd {
 		cmd.Env = append(os.Environ(), env...)
 		return cmd
 	}
-	progs := []struct {
-		name string
-		run  func() (run, error)
-	}{
+	return []program{
 		{"true", func() (run, error) {
 			r, _, err := start(exec.Command("/bin/true"), false)
 			return r, err
@@ -389,21 +313,84 @@ func BenchmarkProcessCPU(b *testing.B) {
 			return e.deliverWith(withEnv(e.deliverCmd(bin, size, &message{n: size}), "GOMAXPROCS=1"), size)
 		}},
 	}
-	cpu := make([]time.Duration, len(progs))
+}
+
+// BenchmarkProcess measures start-to-exit of one delivery of a 2 KiB
+// message on a zero-latency path, as Postfix runs it once per message,
+// against what starting a process costs (programs), and the delivery
+// in-process (Client.Deliver, no process at all).
+func BenchmarkProcess(b *testing.B) {
+	e := newPathEnv(b)
+	body := smallMessage()
+	size := int64(len(body))
+	var cases []program
+	for _, p := range programs(b, e, size) {
+		if p.name != "version" && p.name != "deliver-maxprocs1" {
+			cases = append(cases, p)
+		}
+	}
+	cases = append(cases, program{"Client.Deliver", func() (run, error) {
+		c := &deliver.Client{
+			Dialer:   &tor.SOCKSDialer{Network: "tcp", Addr: e.socks.Addr},
+			Resolver: &lookup.Resolver{DNS: e.dns.Resolver()},
+			Helo:     helo,
+		}
+		t0 := time.Now()
+		res, err := c.Deliver(context.Background(), "["+e.onion+"]:25", &deliver.Message{
+			Sender: sender, Recipients: []string{recipient}, Size: size, Body: bytes.NewReader(body),
+		})
+		r := run{wall: time.Since(t0)}
+		if err == nil && !strings.HasPrefix(res.Reply(), "250 ") {
+			err = fmt.Errorf("reply %q", res.Reply())
+		}
+		if err == nil {
+			err = e.noDNS()
+		}
+		return r, err
+	}})
+	for _, c := range cases {
+		b.Run("cmd="+c.name, func(b *testing.B) {
+			var walls []time.Duration
+			var faults int64
+			for b.Loop() {
+				r, err := c.run()
+				if err != nil {
+					b.Fatal(err)
+				}
+				walls = append(walls, r.wall)
+				faults += r.faults
+			}
+			b.ReportMetric(ms(percentile(walls, 0.5)), "p50-ms")
+			b.ReportMetric(ms(percentile(walls, 0.9)), "p90-ms")
+			b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
+		})
+	}
+}
+
+// BenchmarkProcessCPU measures the CPU (user + system, from rusage) of
+// the programs, side by side: each iteration runs every program once, in
+// turn, so that they share the machine's state. It reports each one's CPU
+// in ms per run and the ratio of a delivery's to an empty Go program's,
+// the figure to keep low on a busy relay (issue 10: at most 2.5). Run it
+// with -benchtime=200x for 200 runs of each.
+func BenchmarkProcessCPU(b *testing.B) {
+	e := newPathEnv(b)
+	progs := programs(b, e, int64(len(smallMessage())))
+	cpu := map[string]time.Duration{}
 	for b.Loop() {
-		for i, p := range progs {
+		for _, p := range progs {
 			r, err := p.run()
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu[i] += r.cpu
+			cpu[p.name] += r.cpu
 		}
 	}
-	for i, p := range progs {
-		b.ReportMetric(ms(cpu[i])/float64(b.N), p.name+"-cpu-ms")
+	for _, p := range progs {
+		b.ReportMetric(ms(cpu[p.name])/float64(b.N), p.name+"-cpu-ms")
 	}
-	b.ReportMetric(float64(cpu[4])/float64(cpu[1]), "deliver/go-hello")
-	b.ReportMetric(float64(cpu[5])/float64(cpu[1]), "deliver-maxprocs1/go-hello")
+	b.ReportMetric(float64(cpu["deliver"])/float64(cpu["go-hello"]), "deliver/go-hello")
+	b.ReportMetric(float64(cpu["deliver-maxprocs1"])/float64(cpu["go-hello"]), "deliver-maxprocs1/go-hello")
 }
 
 // TestRawCopy is the smoke test of the raw baseline and of the message

@@ -310,14 +310,14 @@ report() {
 	EOF
 	local p label
 	for p in "true:/bin/true (fork and exec)" "go-hello:an empty Go program (the Go runtime)" \
-		"onionmx-help:onionmx --help (runtime, package init, command line)" \
-		"onionmx-deliver:onionmx deliver (a whole delivery)" \
+		"help:onionmx --help (runtime, package init, command line)" \
+		"deliver:onionmx deliver (a whole delivery)" \
 		"Client.Deliver:deliver.Client.Deliver in-process (no process)"; do
 		label=${p#*:} p=${p%%:*}
 		n="BenchmarkProcess/cmd=$p"
 		echo "| $label | $(calc "$(get "$n" p50-ms)" 2) | $(calc "$(get "$n" p90-ms)" 2) | $(calc "$(get "$n" ns/op) / 1e6" 2) | $(calc "$(get "$n" faults/op)" 0) |"
 	done
-	local h="BenchmarkProcess/cmd=onionmx-help" dl="BenchmarkProcess/cmd=onionmx-deliver"
+	local h="BenchmarkProcess/cmd=help" dl="BenchmarkProcess/cmd=deliver"
 	cat <<-EOF
 
 	The delivery itself is $(calc "$(get "BenchmarkProcess/cmd=Client.Deliver" p50-ms)" 2) ms in-process;

@@ -513,7 +513,7 @@ run_method() {
 	# and rendezvous circuits.
 	local sessions mails hs socks rend procs
 	read -r sessions mails < <(since_line "$RECV_DIR/maillog" "$mr" | awk '
-		/ disconnect from / && / data=/ { s++; if (match($0, / mail=[0-9]+/)) m += substr($0, RSTART + 6, RLENGTH - 6) }
+		/ disconnect from / && / (data|bdat)=/ { s++; if (match($0, / mail=[0-9]+/)) m += substr($0, RSTART + 6, RLENGTH - 6) }
 		END { print s + 0, m + 0 }')
 	hs=$(since_line "$HS_LOG" "$mh" | grep -c "Exit connection (connecting) to 127.0.0.1:$RECV_SMTP_PORT established") || true
 	socks=$(since_line "$CL_LOG" "$mc" | grep -c "New SOCKS connection opened") || true

@@ -3,7 +3,6 @@ package deliver_test
 import (
 	"context"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +81,7 @@ func TestFaults(t *testing.T) {
 		chunked *outcome
 	}{
 		// Connecting through Tor.
-		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &tor.SOCKSDialer{Network: "tcp", Addr: closedPort(t)} },
+		{name: "proxy refused", socks: func(e *env) { e.client.Dialer = &tor.SOCKSDialer{Network: "tcp", Addr: sockstest.Closed(t)} },
 			status: "4.4.1", exit: 75, text: "cannot connect to Tor SocksPort"},
 		{name: "proxy is not SOCKS", socks: func(e *env) { e.client.Dialer = &tor.SOCKSDialer{Network: "tcp", Addr: e.sink.Addr} },
 			status: "4.3.5", exit: 78, text: `is not a SOCKS5 server: its answer began with "2", as an SMTP server's 220 greeting does`},
@@ -306,17 +305,6 @@ func socksReply(code byte) func(e *env) {
 	return func(e *env) {
 		e.setConnect(func(sockstest.Request) sockstest.Response { return sockstest.Response{Reply: code} })
 	}
-}
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // TestQuitNotAwaited checks that a delivery ends right after the 2xx to the

@@ -375,3 +375,16 @@ func (s *Server) handshake(c net.Conn) (Request, error) {
 	req.Port = binary.BigEndian.Uint16(p[:])
 	return req, nil
 }
+
+// Closed returns a loopback address where nothing listens: a SocksPort
+// that is down.
+func Closed(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
