@@ -125,13 +125,7 @@ func TestAttackSignalDuringChunks(t *testing.T) {
 	for _, chunking := range []bool{true, false} {
 		t.Run(fmt.Sprintf("chunking=%v", chunking), func(t *testing.T) {
 			s := newChunkServer(t, chunking, "250 2.1.0 Ok")
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, s.Addr), oniontest.New())...)...)
-			cmd.Stdin = &bigMessage{n: 6 << 20}
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, out := startDeliver(t, s.Addr, 6<<20)
 			select {
 			case <-s.started:
 			case <-time.After(20 * time.Second):

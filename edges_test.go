@@ -440,13 +440,7 @@ func TestSignals(t *testing.T) {
 					io.WriteString(c, "250 ok\r\n")
 				}
 			})
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, raw.Addr), oniontest.New())...)...)
-			cmd.Stdin = &bigMessage{n: 4 << 20}
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, out := startDeliver(t, raw.Addr, 4<<20)
 			select {
 			case <-started:
 			case <-time.After(20 * time.Second):
@@ -795,4 +789,18 @@ func twoTargets(t *testing.T, primary, backup string) (*sockstest.Server, *dnste
 	dns.SetSRV("_onion-mx._tcp.recv.test.", dnstest.SRV{Priority: 0, Weight: 1, Port: 25, Target: o1 + "."},
 		dnstest.SRV{Priority: 10, Weight: 1, Port: 25, Target: o2 + "."})
 	return socks, dns
+}
+
+// startDeliver starts onionmx deliver of an n-byte message through a fake
+// Tor to the SMTP server at addr, its output in out.
+func startDeliver(t *testing.T, addr string, n int64) (cmd *exec.Cmd, out *bytes.Buffer) {
+	t.Helper()
+	cmd = exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, addr), oniontest.New())...)...)
+	cmd.Stdin = &bigMessage{n: n}
+	out = new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out
 }
