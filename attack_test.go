@@ -125,7 +125,7 @@ func TestAttackSignalDuringChunks(t *testing.T) {
 	for _, chunking := range []bool{true, false} {
 		t.Run(fmt.Sprintf("chunking=%v", chunking), func(t *testing.T) {
 			s := newChunkServer(t, chunking, "250 2.1.0 Ok")
-			cmd, out := startDeliver(t, s.Addr, 6<<20)
+			cmd, out := startDeliver(t, &bigMessage{n: 6 << 20}, deliverArgs(torTo(t, s.Addr), oniontest.New())...)
 			select {
 			case <-s.started:
 			case <-time.After(20 * time.Second):
@@ -239,19 +239,7 @@ func TestAttackSocketInput(t *testing.T) {
 			ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
 			defer ours.Close()
 			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-			args := deliverArgs(torTo(t, s.Addr), oniontest.New())
-			for i, a := range args {
-				if a == "--timeout" {
-					args[i+1] = "2s"
-				}
-			}
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
-			cmd.Stdin = theirs
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, out := startDeliver(t, theirs, withTimeout(deliverArgs(torTo(t, s.Addr), oniontest.New()), "2s")...)
 			theirs.Close()
 			ours.Write([]byte("Subject: x\n\n" + strings.Repeat("line\n", 1000)))
 			if !stall {

@@ -49,14 +49,8 @@ const rssKill = 256 << 20
 // its input, and waits for it, sampling its peak RSS.
 func runBin(t *testing.T, stdin io.Reader, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
-	cmd.Stdin = stdin
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startDeliver(t, stdin, args...)
 	var r result
 	done := make(chan struct{})
 	go func() {
@@ -440,7 +434,7 @@ func TestSignals(t *testing.T) {
 					io.WriteString(c, "250 ok\r\n")
 				}
 			})
-			cmd, out := startDeliver(t, raw.Addr, 4<<20)
+			cmd, out := startDeliver(t, &bigMessage{n: 4 << 20}, deliverArgs(torTo(t, raw.Addr), oniontest.New())...)
 			select {
 			case <-started:
 			case <-time.After(20 * time.Second):
@@ -675,24 +669,12 @@ func TestStalledInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newScriptServer(t, "220 mx.test ESMTP", esmtp)
-			args := deliverArgs(torTo(t, s.Addr), oniontest.New())
-			for i, a := range args {
-				if a == "--timeout" {
-					args[i+1] = tc.timeout
-				}
-			}
-			cmd := exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
 			pr, pw, err := os.Pipe()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pw.Close()
-			cmd.Stdin = pr
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, out := startDeliver(t, pr, withTimeout(deliverArgs(torTo(t, s.Addr), oniontest.New()), tc.timeout)...)
 			pr.Close()
 			pw.Write([]byte(tc.written))
 			if tc.sig != 0 {
@@ -791,16 +773,26 @@ func twoTargets(t *testing.T, primary, backup string) (*sockstest.Server, *dnste
 	return socks, dns
 }
 
-// startDeliver starts onionmx deliver of an n-byte message through a fake
-// Tor to the SMTP server at addr, its output in out.
-func startDeliver(t *testing.T, addr string, n int64) (cmd *exec.Cmd, out *bytes.Buffer) {
+// startDeliver starts onionmx deliver with args, the message read from
+// stdin, its output in out.
+func startDeliver(t *testing.T, stdin io.Reader, args ...string) (cmd *exec.Cmd, out *bytes.Buffer) {
 	t.Helper()
-	cmd = exec.Command(onionmxBinary(t), append([]string{"deliver"}, deliverArgs(torTo(t, addr), oniontest.New())...)...)
-	cmd.Stdin = &bigMessage{n: n}
+	cmd = exec.Command(onionmxBinary(t), append([]string{"deliver"}, args...)...)
+	cmd.Stdin = stdin
 	out = new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	return cmd, out
+}
+
+// withTimeout is args with --timeout d.
+func withTimeout(args []string, d string) []string {
+	for i, a := range args {
+		if a == "--timeout" {
+			args[i+1] = d
+		}
+	}
+	return args
 }

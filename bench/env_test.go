@@ -10,13 +10,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -24,6 +20,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/onionmx/onionmx/internal/proctest"
 	"github.com/onionmx/onionmx/internal/smtptest"
 	"github.com/onionmx/onionmx/tor"
 )
@@ -45,42 +42,18 @@ func TestMain(m *testing.M) {
 	}
 	flag.Parse()
 	code := m.Run()
-	if builtDir != "" {
-		os.RemoveAll(builtDir)
-	}
+	proctest.Cleanup()
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	builtDir  string
-	builtBin  string
-	buildErr  error
-)
-
-// onionmxBin returns the binary to measure: -bin, or one built once.
+// onionmxBin returns the binary to measure: -bin, or the one
+// internal/proctest builds from this tree, as the README says to build it.
 func onionmxBin(tb testing.TB) string {
 	tb.Helper()
 	if *flagBin != "" {
 		return *flagBin
 	}
-	buildOnce.Do(func() {
-		builtDir, buildErr = os.MkdirTemp("", "onionmx-bench-")
-		if buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(builtDir, "onionmx")
-		// As the README says to build it.
-		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", builtBin, "github.com/onionmx/onionmx")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return builtBin
+	return proctest.Binary(tb)
 }
 
 // Addresses every benchmark uses.

@@ -203,56 +203,28 @@ func TestAttackLowerCaseKeywords(t *testing.T) {
 func TestAttackRepliesByteByByte(t *testing.T) {
 	for _, ehlo := range []string{"250-x\r\n250-PIPELINING\r\n250 CHUNKING", "250-x\r\n250 PIPELINING", "250 x"} {
 		e := newEnv(t)
-		e.setConnect(func(sockstest.Request) sockstest.Response {
-			return sockstest.Response{Handle: func(c net.Conn) {
-				defer c.Close()
-				say := func(s string) {
-					for i := 0; i < len(s); i++ {
-						c.Write([]byte{s[i]})
-					}
-				}
-				say("220 x ESMTP\r\n")
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-					switch verb {
-					case "EHLO":
-						say(ehlo + "\r\n")
-					case "DATA":
-						say("354 go\r\n")
-						for {
-							l, err := br.ReadString('\n')
-							if err != nil {
-								return
-							}
-							if l == ".\r\n" {
-								break
-							}
-						}
-						say("250 2.0.0 queued as BYTES\r\n")
-					case "BDAT":
-						var n int64
-						fmt.Sscanf(arg, "%d", &n)
-						io.CopyN(io.Discard, br, n)
-						say("250 2.0.0 queued as BYTES\r\n")
-					case "QUIT":
-						say("221 bye\r\n")
-						return
-					default:
-						say("250 ok\r\n")
-					}
-				}
-			}}
+		server := scripted(t, map[string]string{"EHLO": ehlo, ".": "250 2.0.0 queued as BYTES"})
+		e.setConnect(func(r sockstest.Request) sockstest.Response {
+			h := server(r).Handle
+			return sockstest.Response{Handle: func(c net.Conn) { h(byteWriter{c}) }}
 		})
 		res, err := e.deliverBody(t, 20*time.Second, bigMessageOf(3<<20))
 		if err != nil || !strings.Contains(res.Text, "BYTES") {
 			t.Fatalf("%q: got %v %v, want delivered", ehlo, res, err)
 		}
 	}
+}
+
+// byteWriter writes a byte at a time.
+type byteWriter struct{ net.Conn }
+
+func (w byteWriter) Write(p []byte) (int, error) {
+	for i := range p {
+		if _, err := w.Conn.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+	}
+	return len(p), nil
 }
 
 // bigMessageOf is a message of n octets of short lines.
@@ -294,53 +266,6 @@ func TestAttackRemote435IsNotConfig(t *testing.T) {
 	}
 }
 
-// refusingServer is a broken server that refuses every message (554 to
-// DATA's end and to BDAT) and sends one reply too many: extra, right
-// behind its reply to EHLO, or mailReply (two replies) to MAIL. okReply
-// answers everything else. Every reply after the extra one is one step
-// late.
-func refusingServer(ehlo, extra, mailReply, okReply string) func(sockstest.Request) sockstest.Response {
-	return func(sockstest.Request) sockstest.Response {
-		return sockstest.Response{Handle: func(c net.Conn) {
-			defer c.Close()
-			io.WriteString(c, "220 x ESMTP\r\n")
-			br := bufio.NewReader(c)
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-				switch verb {
-				case "EHLO":
-					io.WriteString(c, ehlo+"\r\n"+extra)
-				case "MAIL":
-					io.WriteString(c, mailReply)
-				case "DATA":
-					io.WriteString(c, "354 go\r\n")
-					for {
-						l, err := br.ReadString('\n')
-						if err != nil || l == ".\r\n" {
-							break
-						}
-					}
-					io.WriteString(c, "554 message refused\r\n")
-				case "BDAT":
-					var n int64
-					fmt.Sscanf(arg, "%d", &n)
-					io.CopyN(io.Discard, br, n)
-					io.WriteString(c, "554 message refused\r\n")
-				case "QUIT":
-					io.WriteString(c, "221 bye\r\n")
-					return
-				default:
-					io.WriteString(c, okReply+"\r\n")
-				}
-			}
-		}}
-	}
-}
-
 // TestAttackOutOfStep: a server that sends one reply too many puts every
 // reply after it one step late. With DATA, the 354 the client waits for
 // shows it (4.5.0). With BDAT nothing in the transaction does: the reply
@@ -351,18 +276,19 @@ func refusingServer(ehlo, extra, mailReply, okReply string) func(sockstest.Reque
 func TestAttackOutOfStep(t *testing.T) {
 	const pipelining = "250-x\r\n250 PIPELINING"
 	for _, tc := range []struct {
-		name                            string
-		ehlo, extra, mailReply, okReply string
-		want                            string // in the output
+		name             string
+		ehlo, mail, rcpt string // replies; ehlo may have one too many
+		want             string // in the output
 	}{
-		{"after EHLO, BDAT", chunkingEHLO, "250 2.0.0 and welcome again\r\n", "250 ok\r\n", "250 ok", "nobody asked for"},
-		{"after EHLO, DATA", pipelining, "250 2.0.0 and welcome again\r\n", "250 ok\r\n", "250 ok", "4.5.0"},
-		{"twice to MAIL, BDAT", chunkingEHLO, "", "250 2.1.0 Ok\r\n250 2.1.0 Ok, really\r\n", "250 2.1.5 ok", "out of step"},
-		{"twice to MAIL, BDAT, no enhanced codes", chunkingEHLO, "", "250 Ok\r\n250 Ok, really\r\n", "250 Ok", "out of step"},
-		{"twice to MAIL, DATA", pipelining, "", "250 Ok\r\n250 Ok, really\r\n", "250 Ok", "4.5.0"},
+		{"after EHLO, BDAT", chunkingEHLO + "\r\n250 2.0.0 and welcome again", "250 ok", "250 ok", "nobody asked for"},
+		{"after EHLO, DATA", pipelining + "\r\n250 2.0.0 and welcome again", "250 ok", "250 ok", "4.5.0"},
+		{"twice to MAIL, BDAT", chunkingEHLO, "250 2.1.0 Ok\r\n250 2.1.0 Ok, really", "250 2.1.5 ok", "out of step"},
+		{"twice to MAIL, BDAT, no enhanced codes", chunkingEHLO, "250 Ok\r\n250 Ok, really", "250 Ok", "out of step"},
+		{"twice to MAIL, DATA", pipelining, "250 Ok\r\n250 Ok, really", "250 Ok", "4.5.0"},
 	} {
+		// A server that refuses every message, at DATA's end or BDAT LAST.
 		e := newEnv(t)
-		e.setConnect(refusingServer(tc.ehlo, tc.extra, tc.mailReply, tc.okReply))
+		e.setConnect(scripted(t, map[string]string{"EHLO": tc.ehlo, "MAIL": tc.mail, "RCPT": tc.rcpt, ".": "554 message refused"}))
 		res, err := e.deliver(t, 10*time.Second)
 		if err == nil {
 			t.Fatalf("%s: delivered (%s) though the server refused the message", tc.name, res.Reply())
