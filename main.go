@@ -193,7 +193,6 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                      "onionmx",
 		Usage:                     "deliver mail between mail servers over Tor onion services",
-		Version:                   versionString(),
 		HideVersion:               true,
 		HideHelpCommand:           true,
 		Flags:                     []cli.Flag{&cli.BoolFlag{Name: "version", Usage: "print the version"}},
@@ -219,7 +218,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				if underMailer(c.App.Reader) {
 					return deliver.ConfigError(errors.New("--version is for a person: with standard input a pipe, as under pipe(8), it is a usage error (run it at a terminal)"))
 				}
-				fmt.Fprintf(c.App.Writer, "onionmx version %s\n", c.App.Version)
+				// Worked out here, not for every delivery.
+				fmt.Fprintf(c.App.Writer, "onionmx version %s\n", versionString())
 				return nil
 			case c.Args().Present():
 				return deliver.ConfigError(fmt.Errorf("unknown command %q (onionmx help lists the commands)", c.Args().First()))
