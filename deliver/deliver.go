@@ -43,7 +43,8 @@
 //     temporary ("message may be sent more than once"), and so is, with
 //     BDAT, any reply that goes missing after LAST was sent.
 //  8. QUIT, without waiting for the reply: nothing after the 2xx can turn a
-//     delivery into a failure.
+//     delivery into a failure. With BDAT, QUIT goes in the batch, and its
+//     reply shows that the replies before it were read in step.
 //
 // Whether to go on with the next target after a failure is decided in one
 // place, Deliver (mayTryAgain): after a temporary failure, before a byte of
