@@ -99,6 +99,9 @@ func runCheck(c *cli.Context) (err error) {
 		return checkUnknown(c, err.Error())
 	}
 	helo, _ := heloName(c)
+	if err := checkHelo(helo); err != nil {
+		return checkUnknown(c, err.Error())
+	}
 	checker := &check.Checker{
 		SOCKS:       dialer,
 		Resolver:    resolver,

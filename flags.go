@@ -59,8 +59,10 @@ func routeFlags() []cli.Flag {
 // forms its myhostname. guessed is set when the name was formed from a
 // host name without a domain ("vm.localdomain").
 func heloName(c *cli.Context) (name string, guessed bool) {
-	if h := c.String("helo"); h != "" {
-		return h, false
+	// Given, even empty, it is the name: an empty one is an error
+	// (checkHelo), not a request for a guess.
+	if c.IsSet("helo") {
+		return c.String("helo"), false
 	}
 	name, qualified := deliver.Hostname()
 	return name, !qualified

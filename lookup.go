@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,6 +37,12 @@ func runLookup(c *cli.Context) error {
 		return badConfig(errors.New("no domain or address given"))
 	}
 	for _, arg := range args {
+		// A flag after the domains would otherwise be looked up as one
+		// and its meaning lost (a --dns-via-tor there, the query in the
+		// clear). No domain starts with "-"; an address may ("-- -bob@x").
+		if strings.HasPrefix(arg, "-") && !strings.Contains(arg, "@") {
+			return badConfig(fmt.Errorf("%q: flags go before the domains", arg))
+		}
 		if _, err := table.ParseKey(arg); err != nil {
 			return badConfig(fmt.Errorf("%q: %v", arg, err))
 		}
