@@ -34,9 +34,18 @@ func TestMessageInputRestores(t *testing.T) {
 		if got := isNonblock(t, fd); got != nonblock {
 			t.Errorf("came non-blocking %v: non-blocking %v after", nonblock, got)
 		}
+		// f and in may be two *os.File of one descriptor (as os.Stdin and
+		// messageInput's are): one closes it, the other must never be
+		// finalized, or its finalizer closes whatever has the number then.
 		in.Close()
+		if in != f {
+			sameFD = append(sameFD, f)
+		}
 	}
 }
+
+// sameFD keeps the files whose descriptor another file closed.
+var sameFD []*os.File
 
 func isNonblock(t *testing.T, fd int) bool {
 	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
