@@ -74,14 +74,19 @@ func runDeliver(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var orphaned <-chan struct{}
 	if f, ok := msg.Body.(*os.File); ok && f == os.Stdin {
 		// pipe(8) writes the message; trust its end only if pipe(8)
 		// did not die in the middle of it.
 		in, restore := messageInput(f)
 		defer restore()
 		msg.Body = parent.Guard(in)
+		// And once pipe(8) is gone (postfix stop), nobody will read the
+		// outcome: Postfix delivers the message again later, so a
+		// delivery that goes on can only make a second copy.
+		orphaned = parent.Exited()
 	}
-	res, err := client.Deliver(interruptible(c.Context), c.String("nexthop"), msg)
+	res, err := client.Deliver(interruptible(c.Context, orphaned), c.String("nexthop"), msg)
 	if err != nil {
 		var ce *tor.ConnectError
 		if errors.As(err, &ce) && ce.Kind == tor.NotSOCKS {
@@ -179,15 +184,20 @@ func catchSignals() {
 }
 
 // interruptible returns a context that the first caught signal cancels,
-// the signal's name as the cause: deliver then stops before the final
-// dot, or waits for the reply after it, and the outcome is one 4.x.y line
-// and exit 75. A signal that came earlier cancels it at once.
-func interruptible(ctx context.Context) context.Context {
+// the signal's name as the cause, or the closing of orphaned (the parent
+// exited; nil never closes): deliver then stops before the final dot, or
+// waits for the reply after it, and the outcome is one 4.x.y line and
+// exit 75. A signal that came earlier cancels it at once.
+func interruptible(ctx context.Context, orphaned <-chan struct{}) context.Context {
 	catchSignals()
 	ctx, cancel := context.WithCancelCause(ctx)
 	go func() {
-		s := <-signals
-		cancel(errors.New(unix.SignalName(s.(syscall.Signal))))
+		select {
+		case s := <-signals:
+			cancel(errors.New(unix.SignalName(s.(syscall.Signal))))
+		case <-orphaned:
+			cancel(errors.New("the parent process, pipe(8), exited"))
+		}
 	}()
 	return ctx
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onionmx/onionmx/internal/oniontest"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,6 +128,11 @@ func bePipe() {
 		syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	case "SIGKILL":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "close, SIGKILL":
+		// All written: then postfix stop takes pipe(8) away.
+		w.Close()
+		time.Sleep(200 * time.Millisecond)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	case "finish":
 		w.Close()
 		cmd.Wait()
@@ -186,6 +193,38 @@ func TestParentDies(t *testing.T) {
 				t.Fatalf("onionmx exited %d with %q; want delivered", rep.Status, rep.Output)
 			}
 		})
+	}
+}
+
+// TestParentDiesWhileConnecting: pipe(8) wrote the whole message and
+// then died (postfix stop) while onionmx waits for Tor's connection.
+// Nobody can learn the outcome any more, and Postfix will deliver the
+// message again: onionmx gives up at once (4.3.0, interrupted), and does
+// not go on to make a second copy when the connection comes.
+func TestParentDiesWhileConnecting(t *testing.T) {
+	bin := onionmxBinary(t)
+	// A SOCKS port that takes the connection and never answers, as Tor
+	// does while it builds a rendezvous circuit. Without the watch on the
+	// parent, onionmx would wait for the connect timeout (20 s) and say so.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	args := append([]string{"deliver"}, deliverArgs(ln.Addr().String(), oniontest.New(), "--connect-timeout", "20s", "--timeout", "40s")...)
+	rep := reap(t, bin, args, "close, SIGKILL", 5_000, true)
+	t.Logf("pipe: %s; onionmx: exit %d %s: %q", rep.PipeStatus, rep.Status, rep.Signal, rep.Output)
+	if rep.Status != 75 || !strings.HasPrefix(rep.Output, "4.3.0 ") || !strings.Contains(rep.Output, "pipe(8), exited") {
+		t.Fatalf("onionmx exited %d with %q; want 75, 4.3.0 and the parent's exit", rep.Status, rep.Output)
 	}
 }
 

@@ -70,6 +70,46 @@ func (w *pidfdWatcher) exited(d time.Duration) bool {
 
 func (w *pidfdWatcher) close() { w.f.Close() }
 
+// Exited returns a channel that is closed when the parent that started
+// the program exits, at once if it is already gone; nil when that cannot
+// be watched (no pidfd, or init as the parent). It uses a pidfd of its
+// own, open for the life of the process, waited on by the poller.
+func Exited() <-chan struct{} {
+	if initialPPID <= 1 {
+		return nil
+	}
+	fd, err := unix.PidfdOpen(initialPPID, 0)
+	if err != nil {
+		return nil
+	}
+	ch := make(chan struct{})
+	if os.Getppid() != initialPPID {
+		// Gone before the pidfd was opened: it may be another process's.
+		unix.Close(fd)
+		close(ch)
+		return ch
+	}
+	unix.SetNonblock(fd, true)
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	go func() {
+		exited := false
+		// A failure of the wait says nothing: the channel stays open.
+		rc.Read(func(fd uintptr) bool {
+			exited, _ = pollWait(int(fd), 0)
+			return exited
+		})
+		if exited {
+			close(ch)
+		}
+	}()
+	return ch
+}
+
 // pollWait waits up to d for fd to become readable; failed is set when
 // poll(2) fails.
 func pollWait(fd int, d time.Duration) (ready, failed bool) {
