@@ -153,6 +153,7 @@ up() {
 	RECV_SMTP_PORT=${ports[-2]}
 	DNS_PORT=${ports[-1]}
 	tornet_init "${ports[@]:0:$((2 * TOR_NAUTH + TOR_NRELAY + 2))}"
+	run_hook tor_init
 	postfix_configure
 	tornet_start_core
 
@@ -163,6 +164,7 @@ up() {
 	PF_JOB=$!
 	tornet_wait_consensus
 	tornet_start_edge
+	run_hook tor_edge
 	wait "$PF_JOB" || die "the Postfix instances did not come up"
 	PF_JOB=
 	pf_receiver_add_domain "$TOR_ONION"
@@ -179,6 +181,14 @@ up() {
 	report_set tor_ready "$TOR_T_READY"
 	report_set bringup "$(elapsed_since "$t_up0")"
 	say "TIMING tor network: consensus ${TOR_T_CONSENSUS}s, descriptor ${TOR_T_DESC}s, first onion connection ${TOR_T_READY}s (from the authorities' start); bring-up $(report_get bringup)s (from port allocation; $(elapsed_since "$E2E_T0")s with install and build)"
+}
+
+# run_hook NAME: calls hook_NAME if a script that sources this one (soak.sh)
+# defines it: tor_init after the torrc files are written (more onion
+# services), tor_edge once the onion services run (their names, before
+# dnsmasq starts), down once everything is stopped at the exit.
+run_hook() {
+	if declare -F "hook_$1" >/dev/null; then "hook_$1"; fi
 }
 
 write_env() {
@@ -290,6 +300,7 @@ on_exit() {
 	fi
 	say "stopping everything this run started"
 	down
+	run_hook down
 	local sum=""
 	[[ ${mode:-} == infra ]] || sum=$(summary)
 	if [[ -n ${WORK:-} && ${E2E_KEEP:-} != 1 && $rc == 0 ]]; then
@@ -444,4 +455,5 @@ main() {
 	((${#RESULTS[@]} == PLANNED))
 }
 
-main "$@"
+# Sourced (by soak.sh), it only defines the functions.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"
