@@ -153,19 +153,14 @@ func verify(args []string) error {
 	}
 	var bounced, retries int
 	reasons := map[string]int{}
-	for _, q := range qids {
-		for k, a := range attempts {
-			if !strings.HasPrefix(k, q+" ") {
-				continue
-			}
-			bounced += a.bounced
-			retries += len(a.deferred)
-			for _, d := range a.deferred {
-				reasons[normalize(d)]++
-			}
-			if a.bounced > 0 {
-				problem("BOUNCED: queue id %s, %s", q, k)
-			}
+	for k, a := range attempts { // this run's queue files only
+		bounced += a.bounced
+		retries += len(a.deferred)
+		for _, d := range a.deferred {
+			reasons[normalize(d)]++
+		}
+		if a.bounced > 0 {
+			problem("BOUNCED: queue id and recipient %s", k)
 		}
 	}
 	returned := countFiles(*bounces)

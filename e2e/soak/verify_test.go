@@ -1,0 +1,136 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// soakFixture is a run of two messages: a ledger, the sending Postfix's
+// log, and the receiver's Maildirs as deliver writes them.
+type soakFixture struct {
+	dir, run string
+	msgs     []*message
+	log      strings.Builder
+	n        int
+}
+
+func newFixture(t *testing.T) *soakFixture {
+	f := &soakFixture{dir: t.TempDir(), run: "T1"}
+	pool := []string{"u1@a.test", "u2@b.test"}
+	ledger := ""
+	for i := range 2 {
+		m := makeMessage(f.run, 7, i+2, pool)
+		f.msgs = append(f.msgs, m)
+		sum := sha256.Sum256(m.data)
+		ledger += fmt.Sprintf("%d %d %s %d %s %s\n", m.index, len(m.data), hex.EncodeToString(sum[:]), time.Now().UnixNano(), m.sender, strings.Join(m.rcpts, ","))
+		fmt.Fprintf(&f.log, "Nov 30 05:00:00 send postfix/cleanup[1]: Q%d: message-id=<soak-%s-%d@send.onionmx.test>\n", i, f.run, m.index)
+	}
+	os.WriteFile(filepath.Join(f.dir, "ledger"), []byte(ledger), 0o644)
+	return f
+}
+
+// deliver writes a copy of message m for rcpt into the Maildir.
+func (f *soakFixture) deliver(t *testing.T, m *message, rcpt string, data []byte) {
+	f.n++
+	dir := filepath.Join(f.dir, "mail", strings.Split(rcpt, "@")[0], "new")
+	os.MkdirAll(dir, 0o755)
+	head := fmt.Sprintf("Return-Path: <a@b>\nDelivered-To: %s\nReceived: from x\n\tby y with ESMTP id R%d\n", rcpt, f.n)
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(f.n)), append([]byte(head), data...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *soakFixture) all(t *testing.T) {
+	for _, m := range f.msgs {
+		for _, r := range m.rcpts {
+			f.deliver(t, m, r, m.data)
+		}
+	}
+}
+
+func (f *soakFixture) verify(t *testing.T) (string, error) {
+	t.Helper()
+	os.WriteFile(filepath.Join(f.dir, "maillog"), []byte(f.log.String()), 0o644)
+	os.MkdirAll(filepath.Join(f.dir, "bounces"), 0o755)
+	// verify prints the report: catch it.
+	out, err := os.CreateTemp(f.dir, "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = out
+	verr := verify([]string{"-ledger", filepath.Join(f.dir, "ledger"), "-run", f.run, "-mail", filepath.Join(f.dir, "mail"),
+		"-sendlog", filepath.Join(f.dir, "maillog"), "-bounces", filepath.Join(f.dir, "bounces")})
+	os.Stdout = stdout
+	out.Close()
+	b, _ := os.ReadFile(out.Name())
+	return string(b), verr
+}
+
+func TestVerify(t *testing.T) {
+	t.Run("every copy once", func(t *testing.T) {
+		f := newFixture(t)
+		f.all(t)
+		if out, err := f.verify(t); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	})
+	t.Run("lost", func(t *testing.T) {
+		f := newFixture(t)
+		m := f.msgs[0]
+		f.deliver(t, m, m.rcpts[0], m.data) // only the first recipient's
+		f.deliver(t, f.msgs[1], f.msgs[1].rcpts[0], f.msgs[1].data)
+		out, err := f.verify(t)
+		if err == nil || !strings.Contains(out, "LOST: message") {
+			t.Fatalf("err %v; report:\n%s", err, out)
+		}
+	})
+	t.Run("one byte changed", func(t *testing.T) {
+		f := newFixture(t)
+		f.all(t)
+		m := f.msgs[0]
+		bad := []byte(string(m.data))
+		bad[len(bad)-2] ^= 1
+		f.deliver(t, m, m.rcpts[0], bad)
+		out, err := f.verify(t)
+		if err == nil || !strings.Contains(out, "CORRUPTED") {
+			t.Fatalf("err %v; report:\n%s", err, out)
+		}
+	})
+	t.Run("duplicate nobody explains", func(t *testing.T) {
+		f := newFixture(t)
+		f.all(t)
+		m := f.msgs[1]
+		f.deliver(t, m, m.rcpts[0], m.data)
+		out, err := f.verify(t)
+		if err == nil || !strings.Contains(out, "DUPLICATE: message") {
+			t.Fatalf("err %v; report:\n%s", err, out)
+		}
+	})
+	t.Run("duplicate onionmx announced", func(t *testing.T) {
+		f := newFixture(t)
+		f.all(t)
+		m := f.msgs[1]
+		f.deliver(t, m, m.rcpts[0], m.data)
+		fmt.Fprintf(&f.log, "Nov 30 05:00:01 send postfix/pipe[2]: Q1: to=<%s>, relay=onionmx, delay=1, dsn=4.4.2, status=deferred (lost connection with host x.onion[25] while sending end of data -- message may be sent more than once)\n", m.rcpts[0])
+		out, err := f.verify(t)
+		if err != nil || !strings.Contains(out, "1 × onionmx said: lost connection") {
+			t.Fatalf("err %v; report:\n%s", err, out)
+		}
+	})
+	t.Run("bounced", func(t *testing.T) {
+		f := newFixture(t)
+		f.all(t)
+		fmt.Fprintf(&f.log, "Nov 30 05:00:01 send postfix/pipe[2]: Q0: to=<%s>, relay=onionmx, delay=1, dsn=5.1.1, status=bounced (no)\n", f.msgs[0].rcpts[0])
+		out, err := f.verify(t)
+		if err == nil || !strings.Contains(out, "BOUNCED") {
+			t.Fatalf("err %v; report:\n%s", err, out)
+		}
+	})
+}
