@@ -277,6 +277,68 @@ exim_delivered() {
 # exim_no_dns MARK WHAT REGEX: no DNS query matching REGEX since MARK.
 exim_no_dns() { no_dns_since "$1" "$3" "$2"; }
 
+# exim_routes_without_dns RCPT: Exim routes RCPT to onionmx without a DNS
+# query. Exim asks the system's resolver, not dnsmasq, so this is seen
+# with strace: exim -bt connects to the lookup server, to no port 53, and
+# sends no packet that holds the domain's first label.
+exim_routes_without_dns() {
+	local rcpt=$1 trace=$EXIM_DIR/strace.$$ out label n
+	label=${rcpt#*@}
+	label=${label%%.*}
+	out=$(strace -f -qq -s 2048 -e trace=connect,sendto,sendmsg,sendmmsg -o "$trace" "$EXIM_BIN" -C "$EXIM_CONF" -bt "$rcpt" 2>&1) || true
+	[[ $out == *"router = onionmx, transport = onionmx"* ]] || fail "exim -bt $rcpt: $out" || return 1
+	grep -qF "sun_path=\"$EXIM_SOCKET\"" "$trace" || fail "exim -bt did not ask the lookup server (strace: $(head -3 "$trace"))" || return 1
+	if grep -E '^[0-9]+ +send' "$trace" | grep -vF "onionmx $label" | grep -F "$label"; then
+		fail "Exim sent the domain of $rcpt somewhere but to the lookup server while routing it (above)"
+		return 1
+	fi
+	# Nothing in this instance needs DNS: its primary_hostname is set.
+	n=$(grep -c 'htons(53)' "$trace") || true
+	((n == 0)) || fail "Exim connected to a port 53 while routing $rcpt: $(grep 'htons(53)' "$trace" | head -3)" || return 1
+	say "  exim -bt $rcpt: router = onionmx; strace: Exim connected to the lookup server and to no port 53"
+	rm -f "$trace"
+}
+
+# exim_lookup_cost [N]: what one routing lookup costs Exim, each way the
+# routers could ask onionmx, measured with the real Exim (exim -be expands
+# N of them in one process; the time of N trivial expansions is taken
+# off): ${readsocket} to the lookup server (socketmap), for a pinned
+# domain (no DNS), a .onion one and an SRV domain (one query to dnsmasq
+# each time: the server keeps no cache); ${readsocket} to a tcptable
+# server; ${run} of onionmx lookup (a process each time). Prints
+# milliseconds per lookup. For an --up environment: . WORK/env.sh first.
+exim_lookup_cost() {
+	local n=${1:-1000} port pidf=$EXIM_DIR/run/tcptable-cost.pid kind expr t0 base us
+	port=$(alloc_ports 1)
+	register_pidfile tcptable-cost "$pidf"
+	setsid "$WORK/onionmx" tcptable --listen "127.0.0.1:$port" --self "$EXIM_DOMAIN" --map "$PF_STATIC_MAP" \
+		--dns "127.0.0.1:$DNS_PORT" </dev/null >>"$EXIM_DIR/log/tcptable-cost.log" 2>&1 &
+	echo $! >"$pidf"
+	wait_for 10 "tcptable on $port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || return 1
+	sm() { printf '${readsocket{%s}{%d:onionmx %s,}{30s}}' "$EXIM_SOCKET" $((8 + ${#1})) "$1"; }
+	for kind in baseline socketmap-pinned socketmap-onion socketmap-srv tcptable-pinned run-pinned; do
+		case $kind in
+		baseline) expr='${length_1:pinned.onionmx.test}' ;;
+		socketmap-pinned) expr=$(sm pinned.onionmx.test) ;;
+		socketmap-onion) expr=$(sm "$TOR_ONION") ;;
+		socketmap-srv) expr=$(sm recv.onionmx.test) ;;
+		tcptable-pinned) expr="\${readsocket{inet:127.0.0.1:$port}{get pinned.onionmx.test\\n}{30s}}" ;;
+		run-pinned) expr="\${run{$WORK/onionmx lookup --map $PF_STATIC_MAP --dns 127.0.0.1:$DNS_PORT pinned.onionmx.test}{\$value}{fail \$runrc}}" ;;
+		esac
+		yes "$expr" | head -n "$n" >"$EXIM_DIR/cost.in"
+		t0=$(date +%s%N)
+		exim -be <"$EXIM_DIR/cost.in" >"$EXIM_DIR/cost.$kind.out" 2>&1 || true
+		us=$((($(date +%s%N) - t0) / 1000))
+		[[ $kind == baseline ]] && base=$us
+		# A lookup that failed would be cheap: every answer must be one.
+		if [[ $kind != baseline ]] && (($(grep -cE "OK onionmx:|^> 200 onionmx:|"$'\t'"onionmx:" "$EXIM_DIR/cost.$kind.out") != n)); then
+			say "  $kind: not $n answers with a route: $(sort "$EXIM_DIR/cost.$kind.out" | uniq -c | sort -rn | head -3)"
+		fi
+		awk -v k="$kind" -v t="$us" -v b="${base:-0}" -v n="$n" 'BEGIN { printf "%-18s %8.3f ms per lookup (%d in %.2f s)\n", k, (k == "baseline" ? t : t - b) / n / 1000, n, t / 1e6 }'
+	done
+	stop_pidfile tcptable-cost "$pidf"
+}
+
 # ---------------------------------------------------------------------------
 # Scenarios: the issue's list, with Exim sending.
 
@@ -298,20 +360,22 @@ scenario_exim_srv() {
 		fail "the lookup server did not ask for _onion-mx._tcp.recv.onionmx.test" || return 1
 }
 
-# A domain pinned in the static map: delivered through the onion, no DNS
-# query naming it.
+# A domain pinned in the static map: Exim routes it without DNS, the lookup
+# server answers from the map without DNS, delivered through the onion.
 scenario_exim_static() {
 	local rcpt=bob@pinned.onionmx.test t dmark
 	dmark=$(dns_mark)
+	exim_routes_without_dns "$rcpt" || return 1
 	t=$(exim_send "alice@$EXIM_DOMAIN" "$rcpt") || return 1
 	exim_delivered "$t" "$rcpt" >/dev/null || return 1
 	exim_no_dns "$dmark" "pinned.onionmx.test" 'pinned\.onionmx\.test' || return 1
 }
 
-# user@<onion>.onion: delivered, and no DNS query for any .onion.
+# user@<onion>.onion: no DNS query by Exim or onionmx; delivered.
 scenario_exim_onion() {
 	local rcpt=bob@$TOR_ONION t dmark
 	dmark=$(dns_mark)
+	exim_routes_without_dns "$rcpt" || return 1
 	t=$(exim_send "alice@$EXIM_DOMAIN" "$rcpt") || return 1
 	exim_delivered "$t" "$rcpt" >/dev/null || return 1
 	exim_no_dns "$dmark" ".onion" '\.onion' || return 1
