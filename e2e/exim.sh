@@ -15,7 +15,9 @@
 # submitted with -odq and delivered by queue runs root starts (exim -q),
 # never by the process that received it (Debian-exim by then, which would
 # lose its privileges re-executing itself with -C), nor by Exim's daemon
-# (the same).
+# (the same). A bounce is received the same way ("exim user lost privilege
+# for using -C option" in the paniclog, harmless) and delivered by the next
+# queue run. The user, like the installed packages, stays after the run.
 #
 # The instance: exim.onionmx.test (local: alice, who gets the bounces, in
 # $EXIM_DIR/mail/alice, Maildir), configtype smarthost to the receiving
