@@ -39,7 +39,9 @@ bounces on everything else but 0.
   69 EX_UNAVAILABLE 5.x.y: any other 5xx reply; 5.3.4 too large for the server;
                     5.4.6 a mail loop
   65 EX_DATAERR     5.6.7: SMTPUTF8 needed and not offered
-  77 EX_NOPERM      5.7.0: the onion needs Tor client authorization`
+  77 EX_NOPERM      5.7.0: the onion needs Tor client authorization
+With --exim, as Exim's pipe transport, 78 is 75: Exim defers only on the
+statuses in its temp_errors, by default 75 and 73, and bounces on the others.`
 
 func deliverCommand() *cli.Command {
 	return &cli.Command{
@@ -64,6 +66,7 @@ func deliverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls", Value: "none", Usage: "STARTTLS: none, may (when offered, certificate not verified) or require"},
 			&cli.BoolFlag{Name: "no-chunking", Usage: "never send the message with BDAT (RFC 3030 CHUNKING), even to one recipient: a reply lost after BDAT LAST leaves the message perhaps delivered (see README)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "SMTP transcript on stderr"},
+			&cli.BoolFlag{Name: "exim", Usage: "run as Exim's pipe transport (exim4.conf.example): the sender from SENDER and the route from ONIONMX_NEXTHOP in the environment, the recipients from $pipe_addresses; every usage or configuration error exits 75, which Exim defers, never 78, which it bounces"},
 		},
 		Action: runDeliver,
 	}
@@ -73,6 +76,14 @@ func runDeliver(c *cli.Context) error {
 	client, msg, guessed, err := deliverRequest(c)
 	if err != nil {
 		return err
+	}
+	nexthop := c.String("nexthop")
+	if c.Bool("exim") {
+		var env *eximEnv
+		if env, err = eximEnviron(os.LookupEnv); err != nil {
+			return err
+		}
+		msg.Sender, nexthop, msg.RefuseFromLine = env.sender, env.nexthop, true
 	}
 	var orphaned <-chan struct{}
 	if f, ok := msg.Body.(*os.File); ok && f == os.Stdin {
@@ -86,7 +97,7 @@ func runDeliver(c *cli.Context) error {
 		// delivery that goes on can only make a second copy.
 		orphaned = parent.Exited()
 	}
-	res, err := client.Deliver(interruptible(c.Context, orphaned), c.String("nexthop"), msg)
+	res, err := client.Deliver(interruptible(c.Context, orphaned), nexthop, msg)
 	if err != nil {
 		var ce *tor.ConnectError
 		if errors.As(err, &ce) && ce.Kind == tor.NotSOCKS {
@@ -113,11 +124,18 @@ func runDeliver(c *cli.Context) error {
 func deliverRequest(c *cli.Context) (_ *deliver.Client, _ *deliver.Message, guessed bool, _ error) {
 	// Checked here rather than with Required, which prints the help text
 	// before the error: under pipe(8) the output is one line.
-	if !c.IsSet("sender") {
+	exim := c.Bool("exim")
+	switch {
+	case exim && (c.IsSet("sender") || c.IsSet("nexthop")):
+		return nil, nil, false, deliver.ConfigError(errors.New("--exim: the sender and the route come from the environment (SENDER, ONIONMX_NEXTHOP), not from --sender or --nexthop"))
+	case !exim && !c.IsSet("sender"):
 		return nil, nil, false, deliver.ConfigError(errors.New("--sender is required (an empty value is the null sender)"))
 	}
 	rcpts := c.Args().Slice()
 	if len(rcpts) == 0 {
+		if exim {
+			return nil, nil, false, deliver.ConfigError(errors.New("--exim: no recipients given (end the command with -- $pipe_addresses)"))
+		}
 		return nil, nil, false, deliver.ConfigError(errors.New("no recipients given"))
 	}
 	sender := c.String("sender")

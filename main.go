@@ -49,6 +49,15 @@ func isDeliver(args []string) bool {
 
 // run runs the command line and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (status int) {
+	if underExim(args) {
+		// Exim bounces on 78 (exim.go). Deferred first, so it runs last,
+		// after a panic was recovered.
+		defer func() {
+			if status == deliver.ExConfig {
+				status = deliver.ExTempFail
+			}
+		}()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			status = report(stderr, deliver.Internal(fmt.Errorf("panic: %v", r)))

@@ -149,6 +149,26 @@ type Message struct {
 	// Body is the message. Its io.EOF is taken for the end of the
 	// message; any other error means it did not arrive whole.
 	Body io.Reader
+	// RefuseFromLine makes a message that begins with "From " a
+	// configuration error (4.3.5), found before anything goes out. Exim's
+	// pipe transport puts an mbox "From " line before the message unless
+	// its message_prefix is set empty; that line is no header field (it
+	// has no colon right after the name), and the remote would get it as
+	// the message's first line.
+	RefuseFromLine bool
+}
+
+// mboxFrom is what an mbox "From " line, and Exim's default
+// message_prefix, begins with.
+const mboxFrom = "From "
+
+// isFromLine reports whether p, the first octets of a message (at least
+// len(mboxFrom)+1 of them), begin an mbox "From " line: "From " and then
+// not the colon of a From header field in RFC 5322's obsolete syntax,
+// where white space may precede it ("From : a@b"). Exim's line has the
+// return path there, or MAILER-DAEMON.
+func isFromLine(p []byte) bool {
+	return len(p) > len(mboxFrom) && string(p[:len(mboxFrom)]) == mboxFrom && !strings.ContainsRune(" \t:", rune(p[len(mboxFrom)]))
 }
 
 // Result is a successful delivery.
@@ -248,7 +268,13 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 	input, stopInput := interruptible(soft, msg.Body)
 	defer stopInput()
 	body := &messageReader{Reader: bufio.NewReader(input)}
-	if _, err := body.Peek(1); err != nil {
+	want := 1
+	if msg.RefuseFromLine {
+		want = len(mboxFrom) + 1
+	}
+	// A message shorter than want ends in io.EOF after a few octets: it is
+	// no "From " line, and not empty.
+	if p, err := body.Peek(want); len(p) == 0 {
 		switch {
 		case ctx.Err() != nil:
 			return nil, interrupted(ctx, "waiting for the message")
@@ -258,6 +284,8 @@ func (c *Client) Deliver(ctx context.Context, nexthop string, msg *Message) (*Re
 			return nil, fail("4.3.0", err, "message not sent: it is empty (nothing came on the input)")
 		}
 		return nil, fail("4.3.0", err, "message not sent: %v", err)
+	} else if msg.RefuseFromLine && isFromLine(p) {
+		return nil, ConfigError(errors.New(`message not sent: it begins with a "From " line, which is not part of the message (Exim's pipe transport adds it: set message_prefix empty in the transport)`))
 	}
 	msg = &Message{Sender: msg.Sender, Recipients: msg.Recipients, Size: msg.Size, Body: body}
 	// A nexthop that is the recipients' own domain (what Postfix passes when

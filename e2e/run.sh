@@ -46,6 +46,8 @@ REPO=$(cd "$E2E_DIR/.." && pwd)
 . "$E2E_DIR/dns.sh"
 # shellcheck source=./scenarios.sh
 . "$E2E_DIR/scenarios.sh"
+# shellcheck source=./exim.sh
+. "$E2E_DIR/exim.sh"
 
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -174,6 +176,7 @@ up() {
 	say "static map $PF_STATIC_MAP: $PF_PINNED_DOMAIN onionmx:[$TOR_ONION]:25, $PF_RELAYED_DOMAIN onionmx:[$TOR_ONION]:26, and (a typo) $PF_TYPO_DOMAIN onionmx:[$typo]:25"
 	dns_start
 	say "dnsmasq up on 127.0.0.1:$DNS_PORT"
+	exim_up
 	tornet_wait_ready
 	write_env
 	report_set tor_consensus "$TOR_T_CONSENSUS"
@@ -204,6 +207,7 @@ write_env() {
 		export ONIONMX=$WORK/onionmx PF_STATIC_MAP=$PF_STATIC_MAP
 		E2E_DIR=$E2E_DIR
 		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
+		. $E2E_DIR/exim.sh; exim_paths
 	EOF
 }
 
@@ -276,7 +280,7 @@ show_logs() {
 logs_mark() {
 	local f
 	for f in "$WORK"/send/maillog "$WORK"/recv/maillog "$WORK"/dns/dnsmasq.log \
-		"$WORK"/tor/client/notice.log "$WORK"/tor/hs/notice.log; do
+		"$WORK"/tor/client/notice.log "$WORK"/tor/hs/notice.log "$WORK"/exim/log/mainlog; do
 		echo "$f $(log_lines "$f")"
 	done
 }

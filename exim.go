@@ -1,0 +1,65 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/onionmx/onionmx/deliver"
+)
+
+// "onionmx deliver --exim" is deliver as Exim's pipe transport runs it
+// (exim4.conf.example). Exim 4.96 fails a delivery whose command has a
+// tainted argument, and the sender ($sender_address) is tainted; so the
+// sender comes from the environment the pipe transport sets (SENDER, empty
+// for a bounce), and the route the router found from the transport's
+// environment option (ONIONMX_NEXTHOP). The recipients are the arguments,
+// $pipe_addresses, which Exim exempts from the taint check.
+//
+// Exim defers a pipe delivery only on the statuses in temp_errors (75:73 by
+// default) and bounces on every other, 78 (EX_CONFIG) included; it reads
+// no status code in the output. So under --exim a usage or configuration
+// error exits 75.
+
+// eximEnv is what deliver --exim takes from its environment.
+type eximEnv struct {
+	sender  string // "" is the null sender
+	nexthop string // as Postfix's ${nexthop}: "" is the recipients' domain
+}
+
+// eximEnviron reads SENDER and ONIONMX_NEXTHOP with lookup (os.LookupEnv).
+// Both must be set: an empty ONIONMX_NEXTHOP is the recipients' domain
+// (the lookup server's "onionmx:" answer), but a missing one is a
+// transport without the environment option, whose route would be lost:
+// a domain pinned in the static map would be looked up in DNS instead.
+func eximEnviron(lookup func(string) (string, bool)) (*eximEnv, error) {
+	sender, ok := lookup("SENDER")
+	if !ok {
+		return nil, deliver.ConfigError(errors.New("--exim: no SENDER in the environment (Exim's pipe transport sets it)"))
+	}
+	nexthop, ok := lookup("ONIONMX_NEXTHOP")
+	if !ok {
+		return nil, deliver.ConfigError(errors.New("--exim: no ONIONMX_NEXTHOP in the environment: the transport's environment option must pass the route the router found (see exim4.conf.example)"))
+	}
+	for _, v := range []struct{ name, value string }{{"SENDER", sender}, {"ONIONMX_NEXTHOP", nexthop}} {
+		if strings.ContainsAny(v.value, "\r\n\x00") {
+			return nil, deliver.ConfigError(fmt.Errorf("--exim: %s %q contains a control character", v.name, v.value))
+		}
+	}
+	return &eximEnv{sender: sender, nexthop: nexthop}, nil
+}
+
+// underExim reports whether any argument asks for --exim (or -exim, or
+// with a value). Every argument is looked at, not only the parsed flags,
+// so that an error before or while the flags are parsed (an unknown flag,
+// a missing command) exits 75 too. Taking another command line for an
+// Exim one costs nothing: Postfix's pipe(8) defers on 75 as on 78.
+func underExim(args []string) bool {
+	for _, a := range args[1:] {
+		name, _, _ := strings.Cut(a, "=")
+		if name == "--exim" || name == "-exim" {
+			return true
+		}
+	}
+	return false
+}
