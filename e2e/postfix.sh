@@ -129,7 +129,10 @@ pf_setup_receiver() {
 	done
 	cp "$PF_DIST_MASTER" "$RECV_DIR/etc/master.cf"
 	postconf -c "$RECV_DIR/etc" -M# smtp/inet
-	echo "127.0.0.1:$RECV_SMTP_PORT inet n - n - - smtpd" >>"$RECV_DIR/etc/master.cf"
+	# Every Tor connection comes from 127.0.0.1: the connection count
+	# limit caps all senders together, so it is raised as the README's
+	# "Receiving: every sender comes from 127.0.0.1" advises.
+	echo "127.0.0.1:$RECV_SMTP_PORT inet n - n - - smtpd -o smtpd_client_connection_count_limit=200" >>"$RECV_DIR/etc/master.cf"
 	# The deliberately open one (the onion's port 2525): trusts 127.0.0.1,
 	# where every Tor connection comes from.
 	echo "127.0.0.1:$RECV_OPEN_PORT inet n - n - - smtpd -o mynetworks=127.0.0.0/8" \
