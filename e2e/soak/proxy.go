@@ -136,17 +136,18 @@ func (s *session) clientToServer(client io.Reader, server io.Writer, budget *ato
 				s.count(1)
 				break
 			}
-			last := len(f) > 1 && f[1] == "LAST"
+			// The reply's fate is decided before the chunk goes out: the
+			// server may answer as soon as its last octet arrives.
+			if len(f) > 1 && f[1] == "LAST" {
+				s.endOfData(budget, logger)
+			} else {
+				s.count(1)
+			}
 			if _, err := server.Write(line); err != nil {
 				return
 			}
 			if _, err := io.CopyN(server, r, n); err != nil {
 				return
-			}
-			if last {
-				s.endOfData(budget, logger)
-			} else {
-				s.count(1)
 			}
 			continue
 		case "STARTTLS":
@@ -168,6 +169,11 @@ func (s *session) copyData(r *bufio.Reader, server io.Writer, budget *atomic.Int
 	atLineStart := true
 	for {
 		line, err := r.ReadSlice('\n')
+		end := err == nil && atLineStart && string(line) == ".\r\n"
+		if end {
+			// Before the dot goes out: the server may answer at once.
+			s.endOfData(budget, logger)
+		}
 		if len(line) > 0 {
 			if _, werr := server.Write(line); werr != nil {
 				return false
@@ -177,12 +183,8 @@ func (s *session) copyData(r *bufio.Reader, server io.Writer, budget *atomic.Int
 			atLineStart = false
 			continue
 		}
-		if err != nil {
-			return false
-		}
-		if atLineStart && string(line) == ".\r\n" {
-			s.endOfData(budget, logger)
-			return true
+		if err != nil || end {
+			return err == nil
 		}
 		atLineStart = true
 	}
@@ -194,15 +196,32 @@ func (s *session) count(n int) {
 	s.mu.Unlock()
 }
 
-// endOfData records that the end of data went out (called after it was
-// written to the server, so before the server can answer it).
+// endOfData records that the end of data is going out. It is called
+// before the end is written to the server: a server that answers at once
+// must find the decision made.
 func (s *session) endOfData(budget *atomic.Int64, logger *log.Logger) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expected++
-	if budget.Load() > 0 && budget.Add(-1) >= 0 {
+	if take(budget) {
 		s.drop[s.expected] = true
 		logger.Printf("will drop reply %d (the reply to the end of data)", s.expected)
+	}
+}
+
+// take takes one drop from budget, if there is one left. Sessions end
+// their data at the same time: a load then an add could take the last
+// drop twice and leave the budget below zero, to swallow part of the
+// next SIGUSR1's.
+func take(budget *atomic.Int64) bool {
+	for {
+		b := budget.Load()
+		if b <= 0 {
+			return false
+		}
+		if budget.CompareAndSwap(b, b-1) {
+			return true
+		}
 	}
 }
 
