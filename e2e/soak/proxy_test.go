@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"io"
 	"log"
 	"net"
@@ -155,6 +156,7 @@ func TestProxyDropsTheReplyToTheEndOfData(t *testing.T) {
 // command arrives, the reply to the end of data once eod is all written.
 type instantServer struct {
 	eod     string
+	reply   string // to the end of data; empty: a 250
 	replies *io.PipeWriter
 	handled <-chan struct{} // the reply to the end of data was handled
 	got     strings.Builder
@@ -168,7 +170,7 @@ func (w *instantServer) Write(p []byte) (int, error) {
 	all := w.got.String()
 	switch {
 	case strings.HasSuffix(all, w.eod):
-		io.WriteString(w.replies, "250 2.0.0 Ok: queued\r\n")
+		io.WriteString(w.replies, cmp.Or(w.reply, "250 2.0.0 Ok: queued\r\n"))
 		<-w.handled
 	case strings.HasSuffix(all, "DATA\r\n"):
 		io.WriteString(w.replies, "354 go on\r\n")
@@ -209,7 +211,7 @@ func TestProxyDropsAnInstantReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var budget atomic.Int64
 			budget.Store(1)
-			s := &session{expected: 1, drop: map[int]bool{}}
+			s := &session{expected: 1, drop: map[int]bool{}, budget: &budget}
 			pr, pw := io.Pipe()
 			client := &recorder{eod: make(chan struct{})}
 			handled := make(chan struct{})
@@ -228,7 +230,7 @@ func TestProxyDropsAnInstantReply(t *testing.T) {
 			}()
 			io.WriteString(pw, "220 fake ESMTP\r\n")
 			server := &instantServer{eod: tc.eod, replies: pw, handled: handled}
-			s.clientToServer(strings.NewReader(tc.script), server, &budget, log.New(io.Discard, "", 0))
+			s.clientToServer(strings.NewReader(tc.script), server, log.New(io.Discard, "", 0))
 			pw.Close()
 			<-done
 			client.mu.Lock()
@@ -237,5 +239,42 @@ func TestProxyDropsAnInstantReply(t *testing.T) {
 				t.Errorf("the client got the reply to the end of data: %q", client.got.String())
 			}
 		})
+	}
+}
+
+// TestProxyPassesARefusal: a reply to the end of data that is not a 2xx
+// (the receiver refused the message, or failed) is passed on, and the
+// drop kept for a message that is stored. Withheld, it made onionmx
+// announce "message may be sent more than once" for a message the
+// receiver never stored, and that announcement excuses a duplicate in
+// soak verify: a real one of the same message, of any cause.
+func TestProxyPassesARefusal(t *testing.T) {
+	for _, refusal := range []string{
+		"451 4.3.0 Error: queue file write error\r\n",
+		"554-5.7.1 no\r\n554 5.7.1 never\r\n",
+	} {
+		var budget atomic.Int64
+		budget.Store(1)
+		s := &session{expected: 1, drop: map[int]bool{}, budget: &budget}
+		pr, pw := io.Pipe()
+		handled := make(chan struct{})
+		close(handled)
+		client := &recorder{eod: make(chan struct{})}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.serverToClient(pr, client, log.New(io.Discard, "", 0))
+		}()
+		io.WriteString(pw, "220 fake ESMTP\r\n")
+		server := &instantServer{eod: "\r\n.\r\n", reply: refusal, replies: pw, handled: handled}
+		s.clientToServer(strings.NewReader("DATA\r\nhello\r\n.\r\nQUIT\r\n"), server, log.New(io.Discard, "", 0))
+		pw.Close()
+		<-done
+		if got := client.got.String(); !strings.HasSuffix(got, refusal) {
+			t.Errorf("the client got %q; want the refusal %q passed on", got, refusal)
+		}
+		if b := budget.Load(); b != 1 {
+			t.Errorf("the drop budget is %d after a refusal; want it kept (1)", b)
+		}
 	}
 }
