@@ -283,8 +283,10 @@ func scanMaildirs(root, run string, ledger map[int]*entry) (map[key][]copyOf, []
 			problems = append(problems, fmt.Sprintf("CORRUPTED: %s: message %d does not start at a line", path, i))
 			return nil
 		}
+		// Not even a blank line: it would make the message's own header
+		// its body.
 		for _, l := range strings.Split(strings.TrimSuffix(string(pre), "\n"), "\n") {
-			if l != "" && !traceHeaders.MatchString(l) {
+			if len(pre) > 0 && !traceHeaders.MatchString(l) {
 				problems = append(problems, fmt.Sprintf("CORRUPTED: %s: %q before message %d: more than trace headers", path, l, i))
 				return nil
 			}
