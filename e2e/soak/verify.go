@@ -262,6 +262,11 @@ func scanMaildirs(root, run string, ledger map[int]*entry) (map[key][]copyOf, []
 		}
 		m := soakHeader.FindSubmatch(data)
 		if m == nil || string(m[1]) != run {
+			if mentions(data, run) {
+				// An extra copy, perhaps, that would pass unseen beside
+				// the good ones.
+				problems = append(problems, fmt.Sprintf("CORRUPTED: %s holds a message of this run without its X-Soak header as sent", path))
+			}
 			return nil // not this run's (the harness's own probes)
 		}
 		i, _ := strconv.Atoi(string(m[2]))
@@ -305,6 +310,17 @@ func scanMaildirs(root, run string, ledger map[int]*entry) (map[key][]copyOf, []
 		return nil
 	})
 	return copies, problems, err
+}
+
+// mentions reports whether data names run the way makeMessage's header
+// does: in the Subject, the Message-ID or the X-Soak header.
+func mentions(data []byte, run string) bool {
+	for _, m := range []string{"soak " + run + " message ", "<soak-" + run + "-", "X-Soak: " + run + " "} {
+		if bytes.Contains(data, []byte(m)) {
+			return true
+		}
+	}
+	return false
 }
 
 // readSendLog returns the queue id of each message of the run, and what
