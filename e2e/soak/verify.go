@@ -136,9 +136,11 @@ func verify(args []string) error {
 			}
 			// What onionmx could not say: its pipe(8) was stopped with the
 			// sending Postfix after the end of data went out, and nobody
-			// read its answer. The earlier copies arrived then.
+			// read its answer. The earlier copies arrived then, one a stop
+			// at most: a stop orphans one delivery of a message.
+			used := map[int]bool{}
 			for _, c := range cs[:extra-said] {
-				if w, ok := inWindow(windows, c.at); ok {
+				if w, ok := inWindow(windows, c.at, used); ok {
 					causes[fmt.Sprintf("the sending Postfix was stopped with the end of data in flight (copy at %s, stop at %s): pipe(8) was gone, nobody read onionmx's answer", c.at.Format("15:04:05.000"), w.Format("15:04:05.000"))]++
 					continue
 				}
@@ -385,10 +387,12 @@ func readStops(file string) []window {
 
 // inWindow: t from 5 s before a stop (the receiver stores the message
 // a little before the sender's Postfix is told to stop; virtual(8) may
-// write it later still) to the start again.
-func inWindow(ws []window, t time.Time) (time.Time, bool) {
-	for _, w := range ws {
-		if !t.Before(w.from.Add(-5*time.Second)) && !t.After(w.to) {
+// write it later still) to the start again, in a stop not yet used (by
+// index), which it marks used.
+func inWindow(ws []window, t time.Time, used map[int]bool) (time.Time, bool) {
+	for i, w := range ws {
+		if !used[i] && !t.Before(w.from.Add(-5*time.Second)) && !t.After(w.to) {
+			used[i] = true
 			return w.from, true
 		}
 	}
