@@ -396,7 +396,15 @@ soak_main() {
 			-watch "$SOAK_DIR/watch" -clean "$clean" 2>&1) || failed=1
 		echo "$verdict"
 		echo
-		echo "Proxy: $(grep -c 'dropped the reply' "$SOAK_DIR/proxy.log" || true) replies to the end of data dropped."
+		local dropped
+		dropped=$(grep -c 'dropped the reply' "$SOAK_DIR/proxy.log" || true)
+		echo "Proxy: $dropped replies to the end of data dropped."
+		if ((dropped == 0)); then
+			# The one fault that makes a duplicate onionmx must announce:
+			# without it the soak proves nothing about duplicates.
+			echo "FAILED: the proxy dropped no reply to the end of data: drop_after_dot was not injected"
+			failed=1
+		fi
 		if ((!drained)); then
 			echo "FAILED: the queues were not empty 1800 s after the last fault: sender $(queue_ids | wc -l) messages, receiver $(recv_queue_files | wc -l) files"
 			failed=1
