@@ -216,3 +216,23 @@ func TestVerifyCatches(t *testing.T) {
 		}
 	})
 }
+
+// TestVerifyDropThenStop: the copy that onionmx announced came first, the
+// one of a stop second; then the final one. Both extra copies have their
+// cause, whichever came first.
+func TestVerifyDropThenStop(t *testing.T) {
+	f := newFixture(t)
+	f.all(t)
+	m := f.msgs[0]
+	stop := time.Now().Add(-time.Hour)
+	f.stops = fmt.Sprintf("%d %d\n", stop.UnixNano(), stop.Add(3*time.Second).UnixNano())
+	for _, at := range []time.Time{stop.Add(-time.Hour), stop.Add(time.Second)} {
+		file := f.deliver(t, m, m.rcpts[0], m.data)
+		os.Chtimes(file, at, at)
+	}
+	fmt.Fprintf(&f.log, "Nov 30 05:00:01 send postfix/pipe[2]: Q0: to=<%s>, relay=onionmx, delay=1, dsn=4.4.2, status=deferred (lost connection with host x.onion[25] while sending end of data -- message may be sent more than once)\n", m.rcpts[0])
+	out, err := f.verify(t)
+	if err != nil || !strings.Contains(out, "2 (0 unexplained)") {
+		t.Fatalf("err %v; report:\n%s", err, out)
+	}
+}
