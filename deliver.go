@@ -94,8 +94,13 @@ func runDeliver(c *cli.Context) error {
 		msg.Body = parent.Guard(in)
 		// And once pipe(8) is gone (postfix stop), nobody will read the
 		// outcome: Postfix delivers the message again later, so a
-		// delivery that goes on can only make a second copy.
-		orphaned = parent.Exited()
+		// delivery that goes on can only make a second copy. pipe(8)
+		// gives the message on a pipe; a file is a run by hand ("<
+		// message.eml &"), whose shell may exit while the outcome goes
+		// on to where it sent it.
+		if fromPipe(f) {
+			orphaned = parent.Exited()
+		}
 	}
 	res, err := client.Deliver(interruptible(c.Context, orphaned), nexthop, msg)
 	if err != nil {
@@ -116,6 +121,13 @@ func runDeliver(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))
 	return nil
+}
+
+// fromPipe reports whether f, the standard input, is a pipe or a socket.
+// (Stat, not Fd: Fd would make the descriptor blocking again.)
+func fromPipe(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0
 }
 
 // deliverRequest reads deliver's command line: the client, the message

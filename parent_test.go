@@ -105,6 +105,26 @@ func bePipe() {
 	cmd := exec.Command(os.Getenv("ONIONMX_TEST_BIN_PATH"), strings.Split(os.Getenv("ONIONMX_TEST_ARGS"), "\x1f")...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if os.Getenv("ONIONMX_TEST_END") == "file, exit" {
+		// A shell that runs "onionmx deliver < message.eml &" and exits
+		// once onionmx is connecting.
+		f, err := os.CreateTemp("", "onionmx-message-")
+		if err != nil {
+			panic(err)
+		}
+		defer os.Remove(f.Name())
+		io.Copy(f, &bigMessage{n: 200_000})
+		f.Seek(0, io.SeekStart)
+		cmd.Stdin = f
+		if err := cmd.Start(); err != nil {
+			panic(err)
+		}
+		fmt.Println(cmd.Process.Pid)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !hasSocket(cmd.Process.Pid); {
+			time.Sleep(time.Millisecond)
+		}
+		os.Exit(0)
+	}
 	w, err := cmd.StdinPipe()
 	if err != nil {
 		panic(err)
@@ -148,6 +168,18 @@ func watching(pid int) bool {
 	fds, _ := os.ReadDir(dir)
 	for _, fd := range fds {
 		if l, _ := os.Readlink(dir + "/" + fd.Name()); l == "anon_inode:[pidfd]" {
+			return true
+		}
+	}
+	return false
+}
+
+// hasSocket reports whether process pid holds a socket.
+func hasSocket(pid int) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, _ := os.ReadDir(dir)
+	for _, fd := range fds {
+		if l, _ := os.Readlink(dir + "/" + fd.Name()); strings.HasPrefix(l, "socket:") {
 			return true
 		}
 	}
@@ -246,4 +278,35 @@ func reap(t *testing.T, bin string, args []string, end string, write int, wait b
 		t.Fatalf("reaper said %q: %v", b, err)
 	}
 	return rep
+}
+
+// TestHandRunShellExits: run by hand, "onionmx deliver < message.eml &"
+// from a shell that then exits. The message is a file: nothing was cut
+// short, and the outcome goes where the shell sent it (a log). onionmx
+// goes on with the delivery; only pipe(8)'s exit (the message on a pipe)
+// makes it give up.
+func TestHandRunShellExits(t *testing.T) {
+	bin := onionmxBinary(t)
+	// A SOCKS port that takes the connection and never answers: the
+	// delivery ends with the connect timeout, unless given up before.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	args := append([]string{"deliver"}, deliverArgs(ln.Addr().String(), oniontest.New(), "--connect-timeout", "2s", "--timeout", "40s")...)
+	rep := reap(t, bin, args, "file, exit", 0, false)
+	t.Logf("shell: %s; onionmx: exit %d %s: %q", rep.PipeStatus, rep.Status, rep.Signal, rep.Output)
+	if rep.Status != 75 || strings.Contains(rep.Output, "exited") || !strings.Contains(rep.Output, "timed out") {
+		t.Fatalf("onionmx exited %d with %q; want 75 and the connect timeout: the shell's exit is no reason to give up", rep.Status, rep.Output)
+	}
 }

@@ -47,6 +47,9 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$E2E_DIR/run.sh"
 
 SOAK_N=10000 SOAK_RATE=15 SOAK_SPACING=20 SOAK_WRITE= SOAK_RCPTS=
+# The soak's own background jobs, and the fault under way: hook_down
+# stops the jobs and names the fault when the run ends early.
+SOAK_WATCH_PID= SOAK_SUB_PID= SOAK_FAULT=
 SOAK_FAULTS=(tor_client_kill onion_service_restart receiver_stop receiver_4xx
 	drop_after_dot lookup_kill sender_reload sender_stop)
 SOAK_USERS=(u1 u2 u3)
@@ -213,8 +216,15 @@ cpu_soak() {
 	return 0
 }
 
-# hook_down: out of the cgroup and remove it, once everything stopped.
+# hook_down: the soak's own jobs stopped (a run that failed half-way
+# leaves the submitter calling sendmail, and soak watch reading /proc
+# every 50 ms, for good), then out of the cgroup and remove it.
 hook_down() {
+	local pid
+	[[ -z $SOAK_FAULT ]] || say "soak: ended during the fault $SOAK_FAULT"
+	for pid in $SOAK_SUB_PID $SOAK_WATCH_PID; do
+		{ kill -TERM "$pid" && wait "$pid"; } 2>/dev/null || true
+	done
 	[[ -n $SOAK_CG ]] || return 0
 	echo $$ >"$(dirname "$SOAK_CG")/cgroup.procs" 2>/dev/null || true
 	rmdir "$SOAK_CG" 2>/dev/null || say "soak: $SOAK_CG still has processes: $(tr '\n' ' ' <"$SOAK_CG/cgroup.procs")"
@@ -288,11 +298,11 @@ soak_main() {
 	soak_setup
 	SCENARIOS_RAN=1
 
-	local run ledger="$SOAK_DIR/ledger" send=(submit) t0 t1 c0 c1 g0 g1 clean_s clean_cpu clean_mcpu watch_pid
+	local run ledger="$SOAK_DIR/ledger" send=(submit) t0 t1 c0 c1 g0 g1 clean_s clean_cpu clean_mcpu
 	run=$(date +%Y%m%d%H%M%S)
 	send+=(-ledger "$ledger" -run "$run" -conf "$SEND_DIR/etc" -rcpts "$SOAK_RCPTS")
 	"$SOAK_BIN" watch -bin "$WORK/onionmx" -pids "$WORK/pids" -out "$SOAK_DIR/watch" &
-	watch_pid=$!
+	SOAK_WATCH_PID=$!
 
 	say "soak: phase 1, $clean messages without faults, as fast as sendmail takes them"
 	t0=$(date +%s.%N) c0=$(cpu_busy) g0=$(cpu_soak)
@@ -303,11 +313,11 @@ soak_main() {
 	clean_cpu=$(per_message "$g0" "$g1" "$clean")
 	clean_mcpu=$(per_message "$c0" "$c1" "$clean")
 	say "soak: phase 1 done in ${clean_s}s"
-	kill -USR1 "$watch_pid"
+	kill -USR1 "$SOAK_WATCH_PID"
 
 	# The schedule: one fault every SPACING seconds, round and round, until
 	# the submission is over and each has run once.
-	local nf=${#SOAK_FAULTS[@]} k=0 sub_pid due start f schedule
+	local nf=${#SOAK_FAULTS[@]} k=0 due start f schedule
 	schedule=$(for ((k = 0; k < nf; k++)); do
 		printf '  t+%3ds %s\n' $(((k + 1) * SOAK_SPACING)) "${SOAK_FAULTS[k]}"
 	done)
@@ -315,21 +325,26 @@ soak_main() {
 	echo "$schedule" >&2
 	t0=$(date +%s.%N) c0=$(cpu_busy) g0=$(cpu_soak)
 	"$SOAK_BIN" "${send[@]}" -from "$clean" -to "$SOAK_N" -rate "$SOAK_RATE" &
-	sub_pid=$!
+	SOAK_SUB_PID=$!
 	start=$SECONDS k=0
-	while ((k < nf)) || kill -0 "$sub_pid" 2>/dev/null; do
+	while ((k < nf)) || kill -0 "$SOAK_SUB_PID" 2>/dev/null; do
 		due=$((start + (k + 1) * SOAK_SPACING))
 		((SECONDS >= due)) || sleep $((due - SECONDS))
 		f=${SOAK_FAULTS[k % nf]}
 		say "soak: fault $((k + 1)) at t+$((SECONDS - start))s: $f"
 		fault_log start "$f"
+		SOAK_FAULT=$f
 		"fault_$f"
+		SOAK_FAULT=
 		fault_log end "$f"
 		k=$((k + 1))
 		# The daemons' descriptors and memory after each round.
-		((k % nf)) || kill -USR1 "$watch_pid"
+		((k % nf)) || kill -USR1 "$SOAK_WATCH_PID"
 	done
-	wait "$sub_pid" || die "submission failed"
+	local sub_rc=0
+	wait "$SOAK_SUB_PID" || sub_rc=$?
+	SOAK_SUB_PID=
+	((sub_rc == 0)) || die "submission failed"
 	say "soak: $k faults injected; the last message submitted at t+$((SECONDS - start))s; draining the queues"
 	local drained=1
 	drain 1800 || drained=0
@@ -339,10 +354,11 @@ soak_main() {
 	fault_cpu=$(per_message "$g0" "$g1" "$nfault")
 	fault_mcpu=$(per_message "$c0" "$c1" "$nfault")
 	sleep 5
-	kill -USR1 "$watch_pid"
+	kill -USR1 "$SOAK_WATCH_PID"
 	sleep 1
-	kill -TERM "$watch_pid"
-	wait "$watch_pid" || true
+	kill -TERM "$SOAK_WATCH_PID"
+	wait "$SOAK_WATCH_PID" || true
+	SOAK_WATCH_PID=
 
 	local failed=0 left verdict report="$SOAK_DIR/SOAK.md"
 	left=$(deliver_procs | tr '\n' ' ')
@@ -380,7 +396,15 @@ soak_main() {
 			-watch "$SOAK_DIR/watch" -clean "$clean" 2>&1) || failed=1
 		echo "$verdict"
 		echo
-		echo "Proxy: $(grep -c 'dropped the reply' "$SOAK_DIR/proxy.log" || true) replies to the end of data dropped."
+		local dropped
+		dropped=$(grep -c 'dropped the reply' "$SOAK_DIR/proxy.log" || true)
+		echo "Proxy: $dropped replies to the end of data dropped."
+		if ((dropped == 0)); then
+			# The one fault that makes a duplicate onionmx must announce:
+			# without it the soak proves nothing about duplicates.
+			echo "FAILED: the proxy dropped no reply to the end of data: drop_after_dot was not injected"
+			failed=1
+		fi
 		if ((!drained)); then
 			echo "FAILED: the queues were not empty 1800 s after the last fault: sender $(queue_ids | wc -l) messages, receiver $(recv_queue_files | wc -l) files"
 			failed=1

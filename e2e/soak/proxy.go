@@ -63,11 +63,11 @@ func proxy(args []string) error {
 type session struct {
 	mu sync.Mutex
 	// expected counts the replies the client's commands so far call for
-	// (the greeting is the first); eod is the number of the reply to the
-	// end of data, once it has gone to the server, and whether to drop it.
+	// (the greeting is the first); drop holds the numbers of the replies
+	// to the end of data that are to be dropped.
 	expected int
-	eod      []int
 	drop     map[int]bool
+	budget   *atomic.Int64 // the drops left, shared by all sessions
 }
 
 func relay(client net.Conn, to string, budget *atomic.Int64, logger *log.Logger) {
@@ -78,11 +78,11 @@ func relay(client net.Conn, to string, budget *atomic.Int64, logger *log.Logger)
 		return
 	}
 	defer server.Close()
-	s := &session{expected: 1, drop: map[int]bool{}}
+	s := &session{expected: 1, drop: map[int]bool{}, budget: budget}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.clientToServer(client, server, budget, logger)
+		s.clientToServer(client, server, logger)
 		server.(*net.TCPConn).CloseWrite()
 	}()
 	s.serverToClient(server, client, logger)
@@ -94,7 +94,7 @@ func relay(client net.Conn, to string, budget *atomic.Int64, logger *log.Logger)
 // clientToServer copies the client's stream, counting the replies its
 // commands call for. After STARTTLS nothing can be followed: it copies
 // blindly (the receiver here offers none).
-func (s *session) clientToServer(client io.Reader, server io.Writer, budget *atomic.Int64, logger *log.Logger) {
+func (s *session) clientToServer(client io.Reader, server io.Writer, logger *log.Logger) {
 	r := bufio.NewReaderSize(client, 64<<10)
 	for {
 		line, err := r.ReadSlice('\n')
@@ -121,7 +121,7 @@ func (s *session) clientToServer(client io.Reader, server io.Writer, budget *ato
 			if _, err := server.Write(line); err != nil {
 				return
 			}
-			if !s.copyData(r, server, budget, logger) {
+			if !s.copyData(r, server, logger) {
 				return
 			}
 			continue
@@ -136,17 +136,18 @@ func (s *session) clientToServer(client io.Reader, server io.Writer, budget *ato
 				s.count(1)
 				break
 			}
-			last := len(f) > 1 && f[1] == "LAST"
+			// The reply's fate is decided before the chunk goes out: the
+			// server may answer as soon as its last octet arrives.
+			if len(f) > 1 && f[1] == "LAST" {
+				s.endOfData(logger)
+			} else {
+				s.count(1)
+			}
 			if _, err := server.Write(line); err != nil {
 				return
 			}
 			if _, err := io.CopyN(server, r, n); err != nil {
 				return
-			}
-			if last {
-				s.endOfData(budget, logger)
-			} else {
-				s.count(1)
 			}
 			continue
 		case "STARTTLS":
@@ -164,10 +165,15 @@ func (s *session) clientToServer(client io.Reader, server io.Writer, budget *ato
 }
 
 // copyData copies message data up to and including the final dot.
-func (s *session) copyData(r *bufio.Reader, server io.Writer, budget *atomic.Int64, logger *log.Logger) bool {
+func (s *session) copyData(r *bufio.Reader, server io.Writer, logger *log.Logger) bool {
 	atLineStart := true
 	for {
 		line, err := r.ReadSlice('\n')
+		end := err == nil && atLineStart && string(line) == ".\r\n"
+		if end {
+			// Before the dot goes out: the server may answer at once.
+			s.endOfData(logger)
+		}
 		if len(line) > 0 {
 			if _, werr := server.Write(line); werr != nil {
 				return false
@@ -177,12 +183,8 @@ func (s *session) copyData(r *bufio.Reader, server io.Writer, budget *atomic.Int
 			atLineStart = false
 			continue
 		}
-		if err != nil {
-			return false
-		}
-		if atLineStart && string(line) == ".\r\n" {
-			s.endOfData(budget, logger)
-			return true
+		if err != nil || end {
+			return err == nil
 		}
 		atLineStart = true
 	}
@@ -194,20 +196,40 @@ func (s *session) count(n int) {
 	s.mu.Unlock()
 }
 
-// endOfData records that the end of data went out (called after it was
-// written to the server, so before the server can answer it).
-func (s *session) endOfData(budget *atomic.Int64, logger *log.Logger) {
+// endOfData records that the end of data is going out. It is called
+// before the end is written to the server: a server that answers at once
+// must find the decision made.
+func (s *session) endOfData(logger *log.Logger) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expected++
-	if budget.Load() > 0 && budget.Add(-1) >= 0 {
+	if take(s.budget) {
 		s.drop[s.expected] = true
 		logger.Printf("will drop reply %d (the reply to the end of data)", s.expected)
 	}
 }
 
+// take takes one drop from budget, if there is one left. Sessions end
+// their data at the same time: a load then an add could take the last
+// drop twice and leave the budget below zero, to swallow part of the
+// next SIGUSR1's.
+func take(budget *atomic.Int64) bool {
+	for {
+		b := budget.Load()
+		if b <= 0 {
+			return false
+		}
+		if budget.CompareAndSwap(b, b-1) {
+			return true
+		}
+	}
+}
+
 // serverToClient copies the server's replies, withholding the reply to
-// the end of data when it is to be dropped, and then hanging up.
+// the end of data when it is to be dropped, and then hanging up. Only a
+// 2xx is withheld: the receiver stored the message, and the duplicate
+// onionmx then announces is real. A refusal passes, and the drop goes
+// back to the budget.
 func (s *session) serverToClient(server io.Reader, client io.Writer, logger *log.Logger) {
 	r := bufio.NewReaderSize(server, 64<<10)
 	n := 0
@@ -232,9 +254,13 @@ func (s *session) serverToClient(server io.Reader, client io.Writer, logger *log
 		s.mu.Lock()
 		drop := s.drop[n]
 		s.mu.Unlock()
-		if drop {
+		switch {
+		case drop && reply[0] == '2':
 			logger.Printf("dropped the reply to the end of data and hung up: %s", bytes.TrimRight(reply, "\r\n"))
 			return
+		case drop:
+			s.budget.Add(1)
+			logger.Printf("passed the reply to the end of data, not a 2xx (nothing stored), and kept the drop: %s", bytes.TrimRight(reply, "\r\n"))
 		}
 		if _, err := client.Write(reply); err != nil {
 			return
