@@ -33,27 +33,22 @@ func manPage() (string, error) {
 	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
 	var b strings.Builder
 	b.WriteString("% onionmx 8\n\n# NAME\n\nonionmx - " + app.Usage + "\n\n# SYNOPSIS\n\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden {
-			continue
-		}
+	commands := manCommands(app.Commands)
+	for _, cmd := range commands {
 		b.WriteString("**onionmx " + cmd.Name + "** " + manSynopsis(cmd) + "\n\n")
 	}
 	b.WriteString("**onionmx --version**\n\n")
 	b.WriteString("# DESCRIPTION\n\n" + manDescription)
 	b.WriteString("\n# COMMANDS\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden {
-			continue
-		}
+	for _, cmd := range commands {
 		b.WriteString("\n## " + cmd.Name + "\n\n" + cmd.Usage + ".\n")
 		for _, f := range cmd.VisibleFlags() {
 			b.WriteString("\n" + manFlag(f) + "\n")
 		}
 	}
 	b.WriteString("\n# EXIT STATUS\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden || cmd.Description == "" {
+	for _, cmd := range commands {
+		if cmd.Description == "" {
 			continue
 		}
 		// Each command's own description, which says its exit statuses,
@@ -65,6 +60,27 @@ func manPage() (string, error) {
 	}
 	b.WriteString(manRest)
 	return string(md2man.Render([]byte(b.String()))), nil
+}
+
+// manCommands lists the visible commands, a command with subcommands
+// ("setup") as its subcommands, each named with its parent's name
+// ("setup postfix").
+func manCommands(cmds []*cli.Command) []*cli.Command {
+	var out []*cli.Command
+	for _, cmd := range cmds {
+		switch {
+		case cmd.Hidden:
+		case len(cmd.Subcommands) > 0:
+			for _, sub := range manCommands(cmd.Subcommands) {
+				named := *sub
+				named.Name = cmd.Name + " " + sub.Name
+				out = append(out, &named)
+			}
+		default:
+			out = append(out, cmd)
+		}
+	}
+	return out
 }
 
 // manSynopsis is a command's synopsis after its name, from its UsageText
