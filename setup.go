@@ -138,7 +138,7 @@ func runSetupPostfix(c *cli.Context) error {
 func printChanges(w io.Writer, dir string, res *postfixsetup.Result, dry bool) bool {
 	switch {
 	case len(res.Changes) == 0:
-		fmt.Fprintf(w, "onionmx setup postfix: nothing to change in %s\n", dir)
+		fmt.Fprintf(w, "onionmx setup postfix: nothing to change in %s: onionmx is set up\n", dir)
 	case dry:
 		fmt.Fprintf(w, "onionmx setup postfix: dry run, nothing changed; these commands would change %s:\n", dir)
 	default:
@@ -164,7 +164,7 @@ func setupRemove(c *cli.Context, p *postfixsetup.Postfix, state string, dry bool
 				return byHandError(badConfig(fmt.Errorf("%v; master.cf has a service %s that setup did not make: remove it by hand (postconf -c %s -MX %s)", err, s, p.Dir, s)))
 			}
 		}
-		fmt.Fprintf(c.App.Writer, "onionmx setup postfix: nothing to remove: %v\n", err)
+		fmt.Fprintf(c.App.Writer, "onionmx setup postfix: %v\n", err)
 		return nil
 	}
 	if err != nil {

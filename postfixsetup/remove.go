@@ -13,7 +13,7 @@ import (
 )
 
 // ErrNotSetUp is a removal without a state file.
-var ErrNotSetUp = errors.New("no setup to remove")
+var ErrNotSetUp = errors.New("nothing to remove")
 
 // ChangedError is a setting that setup made and someone changed since:
 // Remove will not guess what to put back.

@@ -288,7 +288,7 @@ func transportMaps(base Value, tables []string, prepend bool) (Value, error) {
 	}
 	return Value{}, &ConflictError{
 		What: fmt.Sprintf("main.cf sets transport_maps = %s", base.Value),
-		Hint: "onionmx's tables must come first; --prepend-transport-maps puts them before these (the first table that answers wins: a domain that the existing tables route stays routed so only if onionmx's have no route for it)",
+		Hint: "onionmx's tables must come first (Postfix takes the first table's answer); --prepend-transport-maps puts them before these: a domain with an onion route then goes to onionmx even where these route it elsewhere, and every other domain falls through to these",
 	}
 }
 
