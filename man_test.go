@@ -156,7 +156,9 @@ which recipient domains have an onion route: a static map entry, a .onion
 domain, or SRV records under _onion-mx._tcp.DOMAIN. **onionmx lookup** shows
 people what Postfix is told and why, **onionmx srv-record** prints the SRV
 record a receiving domain publishes, and **onionmx check** is a monitoring
-plugin for the onion MXs and the local Tor.
+plugin for the onion MXs and the local Tor. **onionmx setup postfix** adds
+the services and main.cf lines to an existing Postfix with postconf(1), and
+takes them out again with **--remove**.
 
 Only v3 onion addresses are ever dialled, through Tor's SocksPort, never the
 clear net. Routes from a nexthop in brackets, a .onion domain or a static map
@@ -170,6 +172,11 @@ worth: run a validating resolver (unbound) on this machine.
 const manRest = `
 # FILES
 
+*/etc/postfix/onionmx-setup.state*
+: what **onionmx setup postfix** changed in that configuration directory (the
+directory of **-c**), and copies of main.cf and master.cf as they were before:
+what **--remove** restores. Deleted by **--remove**.
+
 */etc/resolv.conf*
 : the system's resolvers for SRV queries without **--dns** or **--dns-via-tor**: its
 nameserver lines and the options timeout, attempts, use-vc and trust-ad. A
@@ -178,8 +185,8 @@ or trust-ad is set.
 
 # SEE ALSO
 
-pipe(8), spawn(8), socketmap_table(5), tcp_table(5), transport(5), tor(1),
-resolv.conf(5), unbound(8)
+pipe(8), spawn(8), socketmap_table(5), tcp_table(5), transport(5), postconf(1),
+postmap(1), tor(1), resolv.conf(5), unbound(8)
 `
 
 // TestManPage fails when onionmx.8 is not what the command definitions

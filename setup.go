@@ -116,6 +116,9 @@ func runSetupPostfix(c *cli.Context) error {
 	}
 	socks, _ := socksDialer(c) // checked by setupOptions
 	found = append(found, postfixsetup.CheckTor(c.Context, socks)...)
+	if socks.Network == "unix" {
+		found = append(found, postfixsetup.CheckSocketAccess(socks.Addr, o.User))
+	}
 	switch {
 	case c.Bool("dry-run") || c.Bool("no-reload"):
 	case changed && p.Running(c.Context):
@@ -217,6 +220,9 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 	}
 	if !filepath.IsAbs(o.Map) {
 		return nil, badConfig(flagError("map", o.Map, errors.New("want an absolute path")))
+	}
+	if fi, err := os.Stat(filepath.Dir(o.Map)); err != nil || !fi.IsDir() {
+		return nil, badConfig(flagError("map", o.Map, fmt.Errorf("no directory %s", filepath.Dir(o.Map))))
 	}
 	if _, err := user.Lookup(o.User); err != nil {
 		return nil, badConfig(fmt.Errorf("--user %s: no such account (useradd --system --no-create-home %s, or give another --user)", o.User, o.User))

@@ -4,7 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/onionmx/onionmx/lookup"
@@ -104,4 +110,85 @@ func CheckLookup(ctx context.Context, p *Postfix, service string) Finding {
 		return Finding{Problem: true, Text: fmt.Sprintf("the lookup service answers %s with %q, not %q", key, got, want)}
 	}
 	return Finding{Text: fmt.Sprintf("the lookup service answers through Postfix: %s -> %s", key, got)}
+}
+
+// CheckSocketAccess says whether account may connect to the unix socket
+// path, as the services will, running as that account while setup runs
+// as root: connect(2) needs write permission on the socket and search
+// permission on each directory above it. Debian's /run/tor/socks is
+// debian-tor's, mode 0660: the account must be in that group.
+func CheckSocketAccess(path, account string) Finding {
+	u, err := user.Lookup(account)
+	if err != nil {
+		return Finding{Skipped: true, Text: fmt.Sprintf("whether %s may open %s: %v", account, path, err)}
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	var gids []int
+	names, _ := u.GroupIds()
+	for _, g := range names {
+		if id, err := strconv.Atoi(g); err == nil {
+			gids = append(gids, id)
+		}
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
+			return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Finding{Problem: true, Text: fmt.Sprintf("user %s may not open %s: %v", account, path, err)}
+	}
+	if !allowed(fi, uid, gids, 2) {
+		hint := ""
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().Perm()&0o020 != 0 {
+			group := strconv.Itoa(int(st.Gid))
+			if g, err := user.LookupGroupId(group); err == nil {
+				group = g.Name
+			}
+			hint = fmt.Sprintf(": add it to the socket's group (adduser %s %s), then restart Postfix", account, group)
+		}
+		return Finding{Problem: true, Text: fmt.Sprintf("user %s may not open %s (%s)%s", account, path, describe(fi, nil), hint)}
+	}
+	return Finding{Text: fmt.Sprintf("user %s may open %s", account, path)}
+}
+
+// allowed reports whether uid with the groups gids has the permission
+// bit (1 search, 2 write, 4 read) on the file, as the kernel decides:
+// owner, else group, else others.
+func allowed(fi os.FileInfo, uid int, gids []int, bit os.FileMode) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || uid == 0 {
+		return true
+	}
+	mode := fi.Mode().Perm()
+	switch {
+	case int(st.Uid) == uid:
+		return mode&(bit<<6) != 0
+	case slices.Contains(gids, int(st.Gid)):
+		return mode&(bit<<3) != 0
+	}
+	return mode&bit != 0
+}
+
+// describe shows a file's mode and owners, as ls -l does.
+func describe(fi os.FileInfo, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fi.Mode().String()
+	}
+	owner, group := strconv.Itoa(int(st.Uid)), strconv.Itoa(int(st.Gid))
+	if u, err := user.LookupId(owner); err == nil {
+		owner = u.Username
+	}
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	return fmt.Sprintf("%s %s:%s", fi.Mode(), owner, group)
 }

@@ -160,7 +160,9 @@ func Remove(ctx context.Context, p *Postfix, statePath string, dry bool) (*Resul
 			return nil, err
 		}
 		switch {
-		case f.before == nil || bytes.Equal(now, f.before):
+		case f.before == nil:
+			res.Notes = append(res.Notes, fmt.Sprintf("%s was changed between two setups, so there is no copy of it without onionmx's settings to compare with: onionmx's settings were undone with postconf and the rest left as it is now", f.path))
+		case bytes.Equal(now, f.before):
 		case f.untouched:
 			if err := replaceFile(f.path, f.before); err != nil {
 				return nil, err

@@ -151,12 +151,22 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 	if err != nil {
 		return nil, err
 	}
+	// Another name or another map would leave the earlier setup's
+	// services and files behind, unrecorded: that is --remove's to undo
+	// first.
+	table := dbType + ":" + o.Map
+	if !fresh && (st.Service != o.Service || st.Map != nil && st.Map.Table != table) {
+		return nil, &ConflictError{
+			What: fmt.Sprintf("%s was set up with --service %s and the static map %s", p.Dir, st.Service, st.Map.tableOrNone()),
+			Hint: "to change the service's name or the map, run onionmx setup postfix --remove first (a map with entries is kept)",
+		}
+	}
+	st.Service = o.Service
 	res := &Result{}
 	var changes []Change
 
 	// The static map: created empty if it does not exist, and postmapped
 	// when its database is missing or older than the text.
-	table := dbType + ":" + o.Map
 	mapState, mapChanges, err := planMap(p, table, o.Map, st.Map)
 	if err != nil {
 		return nil, err
@@ -239,6 +249,8 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 		if st.MasterCF, err = os.ReadFile(filepath.Join(p.Dir, "master.cf")); err != nil {
 			return nil, err
 		}
+	} else if err := st.dropEditedCopies(p.Dir); err != nil {
+		return nil, err
 	}
 	st.Map, st.Services, st.Params = mapState, services, params
 	// Written before any change: a setup that fails half-way can still be
@@ -272,7 +284,7 @@ func plainParam(name string, base Value, want string) (Value, error) {
 // transportMaps plans transport_maps: onionmx's tables first.
 func transportMaps(base Value, tables []string, prepend bool) (Value, error) {
 	ours := strings.Join(tables, ", ")
-	list := SplitList(base.Value)
+	list := splitList(base.Value)
 	switch {
 	case !base.Set || len(list) == 0:
 		return Value{Set: true, Value: ours}, nil
@@ -292,8 +304,8 @@ func transportMaps(base Value, tables []string, prepend bool) (Value, error) {
 	}
 }
 
-// SplitList splits a Postfix list value at commas and white space.
-func SplitList(s string) []string {
+// splitList splits a Postfix list value at commas and white space.
+func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -533,5 +534,107 @@ func TestCheckTor(t *testing.T) {
 	d, _ := tor.ParseSOCKS(sockstest.Closed(t))
 	if found := CheckTor(context.Background(), d); len(found) != 1 || !found[0].Problem {
 		t.Errorf("nothing listening: %q", found)
+	}
+}
+
+// Another service name or map needs --remove first: the earlier setup's
+// services would stay behind, forgotten.
+func TestSetupAgainWithOtherName(t *testing.T) {
+	t.Parallel()
+	p := newConfig(t, "", "")
+	setup(t, p, options(p))
+	after := snapshot(t, p.Dir)
+	for name, change := range map[string]func(*Options){
+		"service": func(o *Options) { o.Service = "onionmx2" },
+		"map":     func(o *Options) { o.Map = filepath.Join(p.Dir, "other_transport") },
+	} {
+		o := options(p)
+		change(o)
+		_, err := Setup(context.Background(), p, statePath(p), o, false)
+		var conflict *ConflictError
+		if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "--remove first") {
+			t.Errorf("another %s: got %v, want a ConflictError that says --remove first", name, err)
+		}
+	}
+	sameFiles(t, p.Dir, after)
+}
+
+// The user= account must be able to open a unix SocksPort; setup runs as
+// root, the services do not.
+func TestCheckSocketAccess(t *testing.T) {
+	t.Parallel()
+	// Not t.TempDir(), whose parent only its owner may search.
+	dir, err := os.MkdirTemp("", "onionmx-socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "socks")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string
+	}{
+		{0o666, "ok: user nobody may open " + path},
+		{0o660, "problem: user nobody may not open " + path + " (Srw-rw----"},
+	} {
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		if got := CheckSocketAccess(path, "nobody").String(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("mode %o: %q, want %q", tc.mode, got, tc.want)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := CheckSocketAccess(path, "nobody").String(); os.Getuid() != 65534 && !strings.HasPrefix(got, "problem: user nobody may not reach "+path+": the directory "+dir+" drwx------") {
+		t.Errorf("a closed directory: %q", got)
+	}
+}
+
+func TestTorrcAddr(t *testing.T) {
+	for in, want := range map[string]string{"unix:/run/tor/socks": "unix:/run/tor/socks", "127.0.0.1:9050": "127.0.0.1:9050"} {
+		d, err := tor.ParseSOCKS(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := torrcAddr(d); got != want {
+			t.Errorf("%s: %q", in, got)
+		}
+	}
+}
+
+// An edit between two setups that both changed something: the copy taken
+// before the first is no longer the file without onionmx's settings, and
+// must not be put back over the edit.
+func TestEditBetweenSetups(t *testing.T) {
+	t.Parallel()
+	p := newConfig(t, "", "")
+	setup(t, p, options(p))
+	if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-e", "myhostname=mx.example.org").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	o := options(p)
+	o.DeliverFlags = []string{"--socks", "127.0.0.1:9150"}
+	if res := setup(t, p, o); len(res.Changes) != 1 {
+		t.Fatalf("changes %v, want the pipe service's", res.Changes)
+	}
+	res := remove(t, p)
+	if got := paramOf(t, p, "myhostname"); got != "mx.example.org" {
+		t.Errorf("myhostname = %q: the edit between the setups is lost", got)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "main.cf was changed between two setups") {
+		t.Errorf("notes %q", res.Notes)
+	}
+	if got := paramOf(t, p, "transport_maps"); got != "" {
+		t.Errorf("transport_maps = %q after removal", got)
 	}
 }

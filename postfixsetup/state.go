@@ -1,6 +1,7 @@
 package postfixsetup
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ const stateVersion = 1
 type State struct {
 	Version  int
 	Dir      string
+	Service  string    // --service
 	Map      *MapState `json:",omitempty"`
 	Services []Item    // master.cf, "name/type"
 	Params   []Item    // main.cf
@@ -57,6 +59,13 @@ func (v Value) String() string {
 type MapState struct {
 	Table                  string // "hash:/etc/postfix/onionmx_transport"
 	CreatedText, CreatedDB bool
+}
+
+func (m *MapState) tableOrNone() string {
+	if m == nil {
+		return "(none)"
+	}
+	return m.Table
 }
 
 func (s *State) service(name string) *Item { return find(s.Services, name) }
@@ -114,6 +123,25 @@ func (s *State) recordAfter(dir string) error {
 	}
 	s.MasterSum, err = sum(filepath.Join(dir, "master.cf"))
 	return err
+}
+
+// dropEditedCopies forgets the copy of a file that someone changed since
+// the last setup: it no longer is that file without onionmx's settings,
+// and putting it back would undo their change.
+func (s *State) dropEditedCopies(dir string) error {
+	for _, f := range []struct {
+		name      string
+		copy, sum *[]byte
+	}{{"main.cf", &s.MainCF, &s.MainSum}, {"master.cf", &s.MasterCF, &s.MasterSum}} {
+		now, err := sum(filepath.Join(dir, f.name))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(now, *f.sum) {
+			*f.copy = nil
+		}
+	}
+	return nil
 }
 
 func sum(path string) ([]byte, error) {
