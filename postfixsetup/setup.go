@@ -162,7 +162,65 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 		}
 	}
 	st.Service = o.Service
-	res := &Result{}
+	pl, err := planAll(ctx, p, st, o, table, dbType)
+	if err != nil {
+		return nil, err
+	}
+	changes := pl.changes
+	res := &Result{Changes: changes}
+	if dry || len(changes) == 0 {
+		return res, nil
+	}
+	if fresh {
+		if st.MainCF, err = os.ReadFile(filepath.Join(p.Dir, "main.cf")); err != nil {
+			return nil, err
+		}
+		if st.MasterCF, err = os.ReadFile(filepath.Join(p.Dir, "master.cf")); err != nil {
+			return nil, err
+		}
+	} else if err := st.dropEditedCopies(p.Dir); err != nil {
+		return nil, err
+	}
+	st.Map, st.Services, st.Params = pl.mapState, pl.services, pl.params
+	// Written before any change: a setup that fails half-way can still be
+	// removed (Remove takes a setting that is still as it was before as
+	// undone).
+	if err := st.write(statePath); err != nil {
+		return nil, err
+	}
+	for i, c := range changes {
+		if err := apply(ctx, p, c); err != nil {
+			return nil, fmt.Errorf("%w (%d of %d changes made; onionmx setup postfix --remove undoes them)", err, i, len(changes))
+		}
+	}
+	if err := st.recordAfter(p.Dir); err != nil {
+		return nil, err
+	}
+	if err := st.write(statePath); err != nil {
+		return nil, err
+	}
+	// What postconf did is what was asked: planned again, nothing is
+	// left to change.
+	again, err := planAll(ctx, p, st, o, table, dbType)
+	if err != nil {
+		return nil, err
+	}
+	if len(again.changes) > 0 {
+		return nil, fmt.Errorf("after the changes, %s still differs from what onionmx needs (%s): see postconf -c %s -n and -M", p.Dir, again.changes[0], p.Dir)
+	}
+	return res, nil
+}
+
+// setupPlan is what setup would change, and what the state file then says.
+type setupPlan struct {
+	changes          []Change
+	mapState         *MapState
+	services, params []Item
+}
+
+// planAll plans every setting (step 3 of the package comment's
+// list), from st, the state of an earlier setup (empty if none).
+func planAll(ctx context.Context, p *Postfix, st *State, o *Options, table, dbType string) (*setupPlan, error) {
 	var changes []Change
 
 	// The static map: created empty if it does not exist, and postmapped
@@ -238,36 +296,7 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 		}
 	}
 
-	res.Changes = changes
-	if dry || len(changes) == 0 {
-		return res, nil
-	}
-	if fresh {
-		if st.MainCF, err = os.ReadFile(filepath.Join(p.Dir, "main.cf")); err != nil {
-			return nil, err
-		}
-		if st.MasterCF, err = os.ReadFile(filepath.Join(p.Dir, "master.cf")); err != nil {
-			return nil, err
-		}
-	} else if err := st.dropEditedCopies(p.Dir); err != nil {
-		return nil, err
-	}
-	st.Map, st.Services, st.Params = mapState, services, params
-	// Written before any change: a setup that fails half-way can still be
-	// removed (Remove takes a setting that is still as it was before as
-	// undone).
-	if err := st.write(statePath); err != nil {
-		return nil, err
-	}
-	for i, c := range changes {
-		if err := apply(ctx, p, c); err != nil {
-			return nil, fmt.Errorf("%w (%d of %d changes made; onionmx setup postfix --remove undoes them)", err, i, len(changes))
-		}
-	}
-	if err := st.recordAfter(p.Dir); err != nil {
-		return nil, err
-	}
-	return res, st.write(statePath)
+	return &setupPlan{changes: changes, mapState: mapState, services: services, params: params}, nil
 }
 
 // plainParam plans a parameter that must have one value.
