@@ -109,7 +109,7 @@ func runSetupPostfix(c *cli.Context) error {
 	if err != nil {
 		return setupError(err)
 	}
-	changed := printChanges(w, dir, res, c.Bool("dry-run"))
+	changed := printChanges(w, dir, res, c.Bool("dry-run"), "onionmx is set up")
 	var found []postfixsetup.Finding
 	if u, err := user.Lookup(o.User); err == nil {
 		found = append(found, postfixsetup.Finding{Text: fmt.Sprintf("user= account %s exists (uid %s)", o.User, u.Uid)})
@@ -119,16 +119,16 @@ func runSetupPostfix(c *cli.Context) error {
 	if socks.Network == "unix" {
 		found = append(found, postfixsetup.CheckSocketAccess(socks.Addr, o.User))
 	}
-	switch {
-	case c.Bool("dry-run") || c.Bool("no-reload"):
-	case changed && p.Running(c.Context):
-		if err := p.Reload(c.Context); err != nil {
-			return setupError(err)
+	if !c.Bool("dry-run") && !c.Bool("no-reload") {
+		reloaded := false
+		if changed && p.Running(c.Context) {
+			if err := p.Reload(c.Context); err != nil {
+				return setupError(err)
+			}
+			fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
+			reloaded = true
 		}
-		fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
-		fallthrough
-	default:
-		found = append(found, postfixsetup.CheckLookup(c.Context, p, o.Service))
+		found = append(found, postfixsetup.CheckLookup(c.Context, p, o.Service, reloaded))
 	}
 	for _, f := range found {
 		fmt.Fprintln(w, f)
@@ -136,12 +136,13 @@ func runSetupPostfix(c *cli.Context) error {
 	return nil
 }
 
-// printChanges says what setup or remove did (dry: would do), and reports
-// whether it changed anything.
-func printChanges(w io.Writer, dir string, res *postfixsetup.Result, dry bool) bool {
+// printChanges says what setup or remove did (dry: would do), or, when
+// nothing, that it is done already, and reports whether it changed
+// anything.
+func printChanges(w io.Writer, dir string, res *postfixsetup.Result, dry bool, done string) bool {
 	switch {
 	case len(res.Changes) == 0:
-		fmt.Fprintf(w, "onionmx setup postfix: nothing to change in %s: onionmx is set up\n", dir)
+		fmt.Fprintf(w, "onionmx setup postfix: nothing to change in %s: %s\n", dir, done)
 	case dry:
 		fmt.Fprintf(w, "onionmx setup postfix: dry run, nothing changed; these commands would change %s:\n", dir)
 	default:
@@ -173,7 +174,7 @@ func setupRemove(c *cli.Context, p *postfixsetup.Postfix, state string, dry bool
 	if err != nil {
 		return setupError(err)
 	}
-	changed := printChanges(c.App.Writer, p.Dir, res, dry)
+	changed := printChanges(c.App.Writer, p.Dir, res, dry, "setup's settings are undone already")
 	if changed && !c.Bool("no-reload") && p.Running(c.Context) {
 		if err := p.Reload(c.Context); err != nil {
 			return setupError(err)

@@ -9,9 +9,10 @@
 #     service answers through Postfix (postmap -q);
 #   - mail to an SRV domain, to a domain pinned in the static map setup
 #     made, and to a bare onion address is delivered by onionmx;
-#   - --remove leaves main.cf and master.cf byte for byte as they were
-#     (cmp), keeps the static map that now has an entry, and a second
-#     --remove has nothing to do.
+#   - --remove, with Postfix running, leaves main.cf and master.cf byte for
+#     byte as they were (cmp), keeps the static map that now has an entry;
+#   - setup on the running Postfix reloads it and the lookup answers;
+#     --remove again: the same bytes; one more --remove has nothing to do.
 # Sourced by run.sh after scenarios.sh.
 
 SCENARIOS+=(setup_postfix)
@@ -110,6 +111,19 @@ scenario_setup_postfix() {
 	((SETUP_RC == 0)) || fail "--remove exited $SETUP_RC" || return 1
 	setup_says "^reloaded Postfix" || return 1
 	setup_says "^note: kept the static map $conf/onionmx_transport" || return 1
+	setup_same "$conf/main.cf" "$dir/before/main.cf" "--remove" || return 1
+	setup_same "$conf/master.cf" "$dir/before/master.cf" "--remove" || return 1
+
+	# Setup on the running Postfix: reloaded, and the lookup service
+	# answers through it. (No mail right after a reload: Postfix's
+	# processes take the new configuration "at their earliest
+	# convenience".) Removed again.
+	setup_run "${args[@]}"
+	((SETUP_RC == 0)) || fail "setup on the running Postfix exited $SETUP_RC" || return 1
+	setup_says "^reloaded Postfix \($conf\)\$" || return 1
+	setup_says "^ok: the lookup service answers through Postfix: " || return 1
+	setup_run -c "$conf" --remove
+	((SETUP_RC == 0)) || fail "the second --remove exited $SETUP_RC" || return 1
 	pf_stop "$dir"
 	setup_same "$conf/main.cf" "$dir/before/main.cf" "--remove" || return 1
 	setup_same "$conf/master.cf" "$dir/before/master.cf" "--remove" || return 1
@@ -117,6 +131,6 @@ scenario_setup_postfix() {
 	say "  --remove: main.cf and master.cf are byte for byte what they were before setup"
 
 	setup_run -c "$conf" --remove
-	((SETUP_RC == 0)) || fail "a second --remove exited $SETUP_RC" || return 1
+	((SETUP_RC == 0)) || fail "a third --remove exited $SETUP_RC" || return 1
 	setup_says "^onionmx setup postfix: nothing to remove" || return 1
 }

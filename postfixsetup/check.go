@@ -83,9 +83,31 @@ func LookupKey() (key, onion string) {
 	return "postmaster@" + onion, onion
 }
 
+// reloadSettle is how long CheckLookup asks again after a reload: postfix
+// reload only signals the master, which reads master.cf again in its own
+// time, and until then the new lookup service does not answer.
+const reloadSettle = 10 * time.Second
+
 // CheckLookup asks the lookup service through Postfix, as trivial-rewrite
 // does (postmap -q from the queue directory), when the instance runs.
-func CheckLookup(ctx context.Context, p *Postfix, service string) Finding {
+// After a reload (reloaded), it asks again for a while until the answer
+// is right.
+func CheckLookup(ctx context.Context, p *Postfix, service string, reloaded bool) Finding {
+	deadline := time.Now().Add(reloadSettle)
+	for {
+		f := checkLookup(ctx, p, service)
+		if !f.Problem || !reloaded || time.Now().After(deadline) {
+			return f
+		}
+		select {
+		case <-ctx.Done():
+			return f
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func checkLookup(ctx context.Context, p *Postfix, service string) Finding {
 	key, onion := LookupKey()
 	table := "socketmap:unix:private/" + LookupService(service) + ":" + service
 	cmd := ShellQuote(p.command("postmap", "-q", key, table))
