@@ -21,6 +21,8 @@
 //     before each change, and a copy of both files), then make the
 //     changes: the static map, the services, the parameters, so that
 //     every table main.cf names exists when it names it.
+//  5. Plan again: anything still to change means postconf did not do what
+//     was asked, an error rather than a silent success.
 //
 // Remove undoes exactly what the state file says setup did, after making
 // sure that each of those settings is still what setup left.
