@@ -115,8 +115,11 @@ func runSetupPostfix(c *cli.Context) error {
 		found = append(found, postfixsetup.Finding{Text: fmt.Sprintf("user= account %s exists (uid %s)", o.User, u.Uid)})
 	}
 	socks, _ := socksDialer(c) // checked by setupOptions
-	found = append(found, postfixsetup.CheckTor(c.Context, socks)...)
-	if socks.Network == "unix" {
+	torFound := postfixsetup.CheckTor(c.Context, socks)
+	found = append(found, torFound...)
+	// Whether the services' account may open a unix SocksPort that
+	// answers (root, running this, always may).
+	if socks.Network == "unix" && !torFound[0].Problem {
 		found = append(found, postfixsetup.CheckSocketAccess(socks.Addr, o.User))
 	}
 	if !c.Bool("dry-run") && !c.Bool("no-reload") {
