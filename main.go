@@ -219,6 +219,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			tcptableCommand(),
 			byHand(srvRecordCommand()),
 			checkCommand(),
+			byHand(setupCommand()),
 			helpCommand(),
 		},
 		Action: func(c *cli.Context) error {

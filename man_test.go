@@ -33,27 +33,22 @@ func manPage() (string, error) {
 	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
 	var b strings.Builder
 	b.WriteString("% onionmx 8\n\n# NAME\n\nonionmx - " + app.Usage + "\n\n# SYNOPSIS\n\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden {
-			continue
-		}
+	commands := manCommands(app.Commands)
+	for _, cmd := range commands {
 		b.WriteString("**onionmx " + cmd.Name + "** " + manSynopsis(cmd) + "\n\n")
 	}
 	b.WriteString("**onionmx --version**\n\n")
 	b.WriteString("# DESCRIPTION\n\n" + manDescription)
 	b.WriteString("\n# COMMANDS\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden {
-			continue
-		}
+	for _, cmd := range commands {
 		b.WriteString("\n## " + cmd.Name + "\n\n" + cmd.Usage + ".\n")
 		for _, f := range cmd.VisibleFlags() {
 			b.WriteString("\n" + manFlag(f) + "\n")
 		}
 	}
 	b.WriteString("\n# EXIT STATUS\n")
-	for _, cmd := range app.Commands {
-		if cmd.Hidden || cmd.Description == "" {
+	for _, cmd := range commands {
+		if cmd.Description == "" {
 			continue
 		}
 		// Each command's own description, which says its exit statuses,
@@ -65,6 +60,27 @@ func manPage() (string, error) {
 	}
 	b.WriteString(manRest)
 	return string(md2man.Render([]byte(b.String()))), nil
+}
+
+// manCommands lists the visible commands, a command with subcommands
+// ("setup") as its subcommands, each named with its parent's name
+// ("setup postfix").
+func manCommands(cmds []*cli.Command) []*cli.Command {
+	var out []*cli.Command
+	for _, cmd := range cmds {
+		switch {
+		case cmd.Hidden:
+		case len(cmd.Subcommands) > 0:
+			for _, sub := range manCommands(cmd.Subcommands) {
+				named := *sub
+				named.Name = cmd.Name + " " + sub.Name
+				out = append(out, &named)
+			}
+		default:
+			out = append(out, cmd)
+		}
+	}
+	return out
 }
 
 // manSynopsis is a command's synopsis after its name, from its UsageText
@@ -140,7 +156,9 @@ which recipient domains have an onion route: a static map entry, a .onion
 domain, or SRV records under _onion-mx._tcp.DOMAIN. **onionmx lookup** shows
 people what Postfix is told and why, **onionmx srv-record** prints the SRV
 record a receiving domain publishes, and **onionmx check** is a monitoring
-plugin for the onion MXs and the local Tor.
+plugin for the onion MXs and the local Tor. **onionmx setup postfix** adds
+the services and main.cf lines to an existing Postfix with postconf(1), and
+takes them out again with **--remove**.
 
 Only v3 onion addresses are ever dialled, through Tor's SocksPort, never the
 clear net. Routes from a nexthop in brackets, a .onion domain or a static map
@@ -154,6 +172,11 @@ worth: run a validating resolver (unbound) on this machine.
 const manRest = `
 # FILES
 
+*/etc/postfix/onionmx-setup.state*
+: what **onionmx setup postfix** changed in that configuration directory (the
+directory of **-c**), and copies of main.cf and master.cf as they were before:
+what **--remove** restores. Deleted by **--remove**.
+
 */etc/resolv.conf*
 : the system's resolvers for SRV queries without **--dns** or **--dns-via-tor**: its
 nameserver lines and the options timeout, attempts, use-vc and trust-ad. A
@@ -162,8 +185,8 @@ or trust-ad is set.
 
 # SEE ALSO
 
-pipe(8), spawn(8), socketmap_table(5), tcp_table(5), transport(5), tor(1),
-resolv.conf(5), unbound(8)
+pipe(8), spawn(8), socketmap_table(5), tcp_table(5), transport(5), postconf(1),
+postmap(1), tor(1), resolv.conf(5), unbound(8)
 `
 
 // TestManPage fails when onionmx.8 is not what the command definitions

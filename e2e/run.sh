@@ -48,6 +48,8 @@ REPO=$(cd "$E2E_DIR/.." && pwd)
 . "$E2E_DIR/scenarios.sh"
 # shellcheck source=./exim.sh
 . "$E2E_DIR/exim.sh"
+# shellcheck source=./setup_postfix.sh
+. "$E2E_DIR/setup_postfix.sh"
 
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -206,7 +208,7 @@ write_env() {
 		export RECV_RELAY_PORT=$RECV_RELAY_PORT RECV_PICKY_PORT=$RECV_PICKY_PORT
 		export ONIONMX=$WORK/onionmx PF_STATIC_MAP=$PF_STATIC_MAP
 		E2E_DIR=$E2E_DIR
-		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh
+		. $E2E_DIR/lib.sh; . $E2E_DIR/tornet.sh; . $E2E_DIR/postfix.sh; . $E2E_DIR/dns.sh; . $E2E_DIR/scenarios.sh; . $E2E_DIR/setup_postfix.sh
 		. $E2E_DIR/exim.sh; exim_paths
 	EOF
 }
