@@ -145,7 +145,7 @@ func verify(args []string) error {
 					break
 				}
 				if w, ok := inWindow(windows, c.at, used); ok {
-					causes[fmt.Sprintf("the sending Postfix was stopped with the end of data in flight (copy at %s, stop at %s): pipe(8) was gone, nobody read onionmx's answer", c.at.Format("15:04:05.000"), w.Format("15:04:05.000"))]++
+					causes[fmt.Sprintf("the sending Postfix was stopped at %s with the end of data in flight: pipe(8) was gone, nobody read onionmx's answer", w.Format("15:04:05.000"))]++
 					need--
 				}
 			}
