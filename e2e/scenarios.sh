@@ -606,10 +606,14 @@ scenario_static_map() {
 # (Tor's connect, the parent guard's settle), so a message that slips
 # past the watch is followed by another, up to three.
 scenario_environment() {
-	local rcpt="bob@$PF_PINNED_DOMAIN" t try pid mark env= seen=
+	local rcpt="bob@$PF_PINNED_DOMAIN" t try pid mark env= seen= body
+	# A few MB of body keep the delivery running for a second or more: a
+	# small one took 0.15 s and slipped between two looks on a loaded
+	# machine.
+	body=$(head -c 3000000 /dev/urandom | base64)
 	for try in 1 2 3; do
 		mark=$(log_lines "$SEND_DIR/maillog")
-		t=$(mail_send alice@send.onionmx.test "$rcpt") || return 1
+		t=$(MAIL_BODY=$body mail_send alice@send.onionmx.test "$rcpt") || return 1
 		local deadline=$((SECONDS + 60))
 		# Until the delivery is logged: pipe(8) logs after onionmx exits.
 		while [[ -z $env ]] && ((SECONDS < deadline)) &&
