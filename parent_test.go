@@ -235,29 +235,40 @@ func TestParentDies(t *testing.T) {
 // not go on to make a second copy when the connection comes.
 func TestParentDiesWhileConnecting(t *testing.T) {
 	bin := onionmxBinary(t)
-	// A SOCKS port that takes the connection and never answers, as Tor
-	// does while it builds a rendezvous circuit. Without the watch on the
-	// parent, onionmx would wait for the connect timeout (20 s) and say so.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	args := append([]string{"deliver"}, deliverArgs(ln.Addr().String(), oniontest.New(), "--connect-timeout", "20s", "--timeout", "40s")...)
+	// Without the watch on the parent, onionmx would wait for the
+	// connect timeout (20 s) and say so.
+	args := append([]string{"deliver"}, deliverArgs(silentSOCKS(t), oniontest.New(), "--connect-timeout", "20s", "--timeout", "40s")...)
 	rep := reap(t, bin, args, "close, SIGKILL", 5_000, true)
 	t.Logf("pipe: %s; onionmx: exit %d %s: %q", rep.PipeStatus, rep.Status, rep.Signal, rep.Output)
 	if rep.Status != 75 || !strings.HasPrefix(rep.Output, "4.3.0 ") || !strings.Contains(rep.Output, "pipe(8), exited") {
 		t.Fatalf("onionmx exited %d with %q; want 75, 4.3.0 and the parent's exit", rep.Status, rep.Output)
 	}
+}
+
+// silentSOCKS is a SOCKS port that takes connections and never answers,
+// as Tor does while it builds a rendezvous circuit.
+func silentSOCKS(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // reap runs onionmx (bin with args) under a stand-in for pipe(8), the
@@ -287,23 +298,8 @@ func reap(t *testing.T, bin string, args []string, end string, write int, wait b
 // makes it give up.
 func TestHandRunShellExits(t *testing.T) {
 	bin := onionmxBinary(t)
-	// A SOCKS port that takes the connection and never answers: the
-	// delivery ends with the connect timeout, unless given up before.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	args := append([]string{"deliver"}, deliverArgs(ln.Addr().String(), oniontest.New(), "--connect-timeout", "2s", "--timeout", "40s")...)
+	// The delivery ends with the connect timeout, unless given up before.
+	args := append([]string{"deliver"}, deliverArgs(silentSOCKS(t), oniontest.New(), "--connect-timeout", "2s", "--timeout", "40s")...)
 	rep := reap(t, bin, args, "file, exit", 0, false)
 	t.Logf("shell: %s; onionmx: exit %d %s: %q", rep.PipeStatus, rep.Status, rep.Signal, rep.Output)
 	if rep.Status != 75 || strings.Contains(rep.Output, "exited") || !strings.Contains(rep.Output, "timed out") {
