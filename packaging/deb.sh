@@ -74,8 +74,9 @@ gzip -9n <README.md >"$BUILD/README.md.gz"
 } | gzip -9n >"$BUILD/changelog.gz"
 
 say "packaging with nfpm"
-# nfpm wants Go 1.25; an older go command fetches that toolchain where it may.
-GOTOOLCHAIN=${GOTOOLCHAIN:-auto} go run "$NFPM" package -f packaging/nfpm.yaml -p deb -t "$BUILD/" >&2
+# nfpm wants Go 1.25: auto lets an older go command fetch that toolchain,
+# also where GOTOOLCHAIN names Go 1.24.8 for onionmx's build above.
+GOTOOLCHAIN=auto go run "$NFPM" package -f packaging/nfpm.yaml -p deb -t "$BUILD/" >&2
 deb="$BUILD/onionmx_${VERSION}_$ARCH.deb"
 [[ -f $deb ]] || die "nfpm did not write $deb"
 say "$(du -b "$deb" | cut -f1) bytes; the binary $(du -b "$BUILD/onionmx" | cut -f1)"
