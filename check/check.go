@@ -316,7 +316,11 @@ func (c *Checker) Run(ctx context.Context, targets []string) (*Report, error) {
 		results := make([][]Result, len(targets))
 		var wg sync.WaitGroup
 		for i, t := range targets {
-			wg.Go(func() { results[i] = c.checkArg(ctx, t) })
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = c.checkArg(ctx, t)
+			}()
 		}
 		wg.Wait()
 		for _, rs := range results {
@@ -353,7 +357,9 @@ func (c *Checker) checkArg(ctx context.Context, a string) (results []Result) {
 		if len(route.Targets) > 1 {
 			label = a + "/" + t.Nexthop()
 		}
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			defer func() {
 				if p := recover(); p != nil {
 					results[i] = Result{Outcome: Internal, Detail: fmt.Sprintf("internal error: panic: %v", p)}
@@ -361,7 +367,7 @@ func (c *Checker) checkArg(ctx context.Context, a string) (results []Result) {
 				results[i].Label, results[i].Arg, results[i].Target, results[i].Source = label, a, t, route.Source
 			}()
 			results[i] = c.checkTarget(ctx, t)
-		})
+		}()
 	}
 	wg.Wait()
 	return results
