@@ -83,6 +83,9 @@ func runDeliver(c *cli.Context) error {
 		if env, err = eximEnviron(os.LookupEnv); err != nil {
 			return err
 		}
+		if err := eximBatch(msg.Recipients); err != nil {
+			return err
+		}
 		msg.Sender, nexthop, msg.RefuseFromLine = env.sender, env.nexthop, true
 	}
 	var orphaned <-chan struct{}

@@ -63,3 +63,20 @@ func underExim(args []string) bool {
 	}
 	return false
 }
+
+// eximBatch checks that the recipients, $pipe_addresses, share one domain.
+// The route in ONIONMX_NEXTHOP is the router's answer for the first
+// address's domain, and a transport with batch_max above 1 gets the
+// addresses of one message batched whatever their domains, unless one of
+// its options uses $domain (Exim's deliver.c): a recipient of another
+// domain would go to the first one's onion. Exim lowercases domains to
+// compare them; $pipe_addresses keeps the case they came with.
+func eximBatch(rcpts []string) error {
+	domain := func(r string) string { return strings.TrimSuffix(r[strings.LastIndexByte(r, '@')+1:], ".") }
+	for _, r := range rcpts[1:] {
+		if first, d := domain(rcpts[0]), domain(r); !strings.EqualFold(first, d) {
+			return deliver.ConfigError(fmt.Errorf("--exim: recipients in %s and %s: the route in ONIONMX_NEXTHOP is one domain's (Exim batched several domains: set batch_max = 1, or batch_id = $domain, in the transport)", first, d))
+		}
+	}
+	return nil
+}

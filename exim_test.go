@@ -83,3 +83,23 @@ func TestEximConfigStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestEximBatch(t *testing.T) {
+	for _, tc := range []struct {
+		rcpts []string
+		ok    bool
+	}{
+		{[]string{"u@a.test"}, true},
+		{[]string{"u@a.test", "v@A.Test", "w@a.test."}, true},
+		{[]string{`"x@b.test"@a.test`, "v@a.test"}, true}, // an "@" in a quoted local part
+		{[]string{"u@a.test", "v@b.test"}, false},
+		{[]string{"u@a.test", "v@a.test", "w@sub.a.test"}, false},
+		{[]string{"u@a.test", `"v@a.test"@b.test`}, false},
+	} {
+		err := eximBatch(tc.rcpts)
+		var e *deliver.Error
+		if tc.ok != (err == nil) || err != nil && (!errors.As(err, &e) || e.Exit() != deliver.ExConfig) {
+			t.Errorf("eximBatch(%q) = %v, want ok %v (else a configuration error)", tc.rcpts, err, tc.ok)
+		}
+	}
+}
