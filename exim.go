@@ -46,6 +46,15 @@ func eximEnviron(lookup func(string) (string, bool)) (*eximEnv, error) {
 			return nil, deliver.ConfigError(fmt.Errorf("--exim: %s %q contains a control character", v.name, v.value))
 		}
 	}
+	// The lookup server gives every onion of a route with its port. A
+	// member without one is an environment option that split the route
+	// at its colons, the list's default separator: "[x.onion]:2525"
+	// became ONIONMX_NEXTHOP=[x.onion], which is port 25.
+	for _, m := range strings.FieldsFunc(nexthop, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+		if strings.HasSuffix(m, "]") {
+			return nil, deliver.ConfigError(fmt.Errorf("--exim: ONIONMX_NEXTHOP %q has no port, which the lookup server's answer always has: the transport's environment option split it at its colons (start it with <;)", nexthop))
+		}
+	}
 	return &eximEnv{sender: sender, nexthop: nexthop}, nil
 }
 

@@ -20,6 +20,9 @@ func TestEximEnviron(t *testing.T) {
 		{"no SENDER", map[string]string{"ONIONMX_NEXTHOP": ""}, nil, "--exim: no SENDER in the environment"},
 		{"no ONIONMX_NEXTHOP", map[string]string{"SENDER": ""}, nil, "--exim: no ONIONMX_NEXTHOP in the environment"},
 		{"newline in SENDER", map[string]string{"SENDER": "a@b.test\r\nRCPT TO:<x@y.test>", "ONIONMX_NEXTHOP": ""}, nil, `--exim: SENDER "a@b.test\r\nRCPT TO:<x@y.test>" contains a control character`},
+		{"a list", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]:25,[y.onion]:2525"}, &eximEnv{"", "[x.onion]:25,[y.onion]:2525"}, ""},
+		{"no port", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]"}, nil, `--exim: ONIONMX_NEXTHOP "[x.onion]" has no port`},
+		{"no port in a list", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]:25, [y.onion]"}, nil, `--exim: ONIONMX_NEXTHOP "[x.onion]:25, [y.onion]" has no port`},
 		{"NUL in ONIONMX_NEXTHOP", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]\x00"}, nil, "--exim: ONIONMX_NEXTHOP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
