@@ -404,7 +404,7 @@ scenario_exim_unknown() {
 	exim_gone "$id" || return 1
 }
 
-# The null sender: Exim's SENDER is empty, MAIL FROM:<> on the wire (the
+# The null sender: Exim's return path, ONIONMX_SENDER, is empty, MAIL FROM:<> on the wire (the
 # receiver logs from=<>), Return-Path: <> in the Maildir.
 scenario_exim_null_sender() {
 	local rcpt=bob@recv.onionmx.test t file qid
