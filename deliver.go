@@ -66,7 +66,7 @@ func deliverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls", Value: "none", Usage: "STARTTLS: none, may (when offered, certificate not verified) or require"},
 			&cli.BoolFlag{Name: "no-chunking", Usage: "never send the message with BDAT (RFC 3030 CHUNKING), even to one recipient: a reply lost after BDAT LAST leaves the message perhaps delivered (see README)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "SMTP transcript on stderr"},
-			&cli.BoolFlag{Name: "exim", Usage: "run as Exim's pipe transport (exim4.conf.example): the sender from SENDER and the route from ONIONMX_NEXTHOP in the environment, the recipients from $pipe_addresses; every usage or configuration error exits 75, which Exim defers, never 78, which it bounces"},
+			&cli.BoolFlag{Name: "exim", Usage: "run as Exim's pipe transport (exim4.conf.example): the sender (Exim's return path) from ONIONMX_SENDER and the route from ONIONMX_NEXTHOP in the environment, the recipients from $pipe_addresses; every usage or configuration error exits 75, which Exim defers, never 78, which it bounces"},
 		},
 		Action: runDeliver,
 	}
@@ -81,6 +81,9 @@ func runDeliver(c *cli.Context) error {
 	if c.Bool("exim") {
 		var env *eximEnv
 		if env, err = eximEnviron(os.LookupEnv); err != nil {
+			return err
+		}
+		if err := eximBatch(msg.Recipients); err != nil {
 			return err
 		}
 		msg.Sender, nexthop, msg.RefuseFromLine = env.sender, env.nexthop, true
@@ -139,7 +142,7 @@ func deliverRequest(c *cli.Context) (_ *deliver.Client, _ *deliver.Message, gues
 	exim := c.Bool("exim")
 	switch {
 	case exim && (c.IsSet("sender") || c.IsSet("nexthop")):
-		return nil, nil, false, deliver.ConfigError(errors.New("--exim: the sender and the route come from the environment (SENDER, ONIONMX_NEXTHOP), not from --sender or --nexthop"))
+		return nil, nil, false, deliver.ConfigError(errors.New("--exim: the sender and the route come from the environment (ONIONMX_SENDER, ONIONMX_NEXTHOP), not from --sender or --nexthop"))
 	case !exim && !c.IsSet("sender"):
 		return nil, nil, false, deliver.ConfigError(errors.New("--sender is required (an empty value is the null sender)"))
 	}

@@ -15,12 +15,15 @@ func TestEximEnviron(t *testing.T) {
 		want    *eximEnv
 		wantErr string
 	}{
-		{"both", map[string]string{"SENDER": "a@b.test", "ONIONMX_NEXTHOP": "[x.onion]:25"}, &eximEnv{"a@b.test", "[x.onion]:25"}, ""},
-		{"null sender, recipients' domain", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": ""}, &eximEnv{"", ""}, ""},
-		{"no SENDER", map[string]string{"ONIONMX_NEXTHOP": ""}, nil, "--exim: no SENDER in the environment"},
-		{"no ONIONMX_NEXTHOP", map[string]string{"SENDER": ""}, nil, "--exim: no ONIONMX_NEXTHOP in the environment"},
-		{"newline in SENDER", map[string]string{"SENDER": "a@b.test\r\nRCPT TO:<x@y.test>", "ONIONMX_NEXTHOP": ""}, nil, `--exim: SENDER "a@b.test\r\nRCPT TO:<x@y.test>" contains a control character`},
-		{"NUL in ONIONMX_NEXTHOP", map[string]string{"SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]\x00"}, nil, "--exim: ONIONMX_NEXTHOP"},
+		{"both", map[string]string{"ONIONMX_SENDER": "a@b.test", "ONIONMX_NEXTHOP": "[x.onion]:25"}, &eximEnv{"a@b.test", "[x.onion]:25"}, ""},
+		{"null sender, recipients' domain", map[string]string{"ONIONMX_SENDER": "", "ONIONMX_NEXTHOP": ""}, &eximEnv{"", ""}, ""},
+		{"no ONIONMX_SENDER", map[string]string{"ONIONMX_NEXTHOP": ""}, nil, "--exim: no ONIONMX_SENDER in the environment"},
+		{"no ONIONMX_NEXTHOP", map[string]string{"ONIONMX_SENDER": ""}, nil, "--exim: no ONIONMX_NEXTHOP in the environment"},
+		{"newline in ONIONMX_SENDER", map[string]string{"ONIONMX_SENDER": "a@b.test\r\nRCPT TO:<x@y.test>", "ONIONMX_NEXTHOP": ""}, nil, `--exim: ONIONMX_SENDER "a@b.test\r\nRCPT TO:<x@y.test>" contains a control character`},
+		{"a list", map[string]string{"ONIONMX_SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]:25,[y.onion]:2525"}, &eximEnv{"", "[x.onion]:25,[y.onion]:2525"}, ""},
+		{"no port", map[string]string{"ONIONMX_SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]"}, nil, `--exim: ONIONMX_NEXTHOP "[x.onion]" has no port`},
+		{"no port in a list", map[string]string{"ONIONMX_SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]:25, [y.onion]"}, nil, `--exim: ONIONMX_NEXTHOP "[x.onion]:25, [y.onion]" has no port`},
+		{"NUL in ONIONMX_NEXTHOP", map[string]string{"ONIONMX_SENDER": "", "ONIONMX_NEXTHOP": "[x.onion]\x00"}, nil, "--exim: ONIONMX_NEXTHOP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := eximEnviron(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
@@ -80,6 +83,26 @@ func TestEximConfigStatus(t *testing.T) {
 		}
 		if status := run(plain, strings.NewReader(""), &out, &out); status != deliver.ExConfig {
 			t.Errorf("%q: status %d, output %q; want 78", plain, status, out.String())
+		}
+	}
+}
+
+func TestEximBatch(t *testing.T) {
+	for _, tc := range []struct {
+		rcpts []string
+		ok    bool
+	}{
+		{[]string{"u@a.test"}, true},
+		{[]string{"u@a.test", "v@A.Test", "w@a.test."}, true},
+		{[]string{`"x@b.test"@a.test`, "v@a.test"}, true}, // an "@" in a quoted local part
+		{[]string{"u@a.test", "v@b.test"}, false},
+		{[]string{"u@a.test", "v@a.test", "w@sub.a.test"}, false},
+		{[]string{"u@a.test", `"v@a.test"@b.test`}, false},
+	} {
+		err := eximBatch(tc.rcpts)
+		var e *deliver.Error
+		if tc.ok != (err == nil) || err != nil && (!errors.As(err, &e) || e.Exit() != deliver.ExConfig) {
+			t.Errorf("eximBatch(%q) = %v, want ok %v (else a configuration error)", tc.rcpts, err, tc.ok)
 		}
 	}
 }

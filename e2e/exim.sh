@@ -126,6 +126,16 @@ exim_configure() {
 		  local_parts = alice
 		  transport = e2e_alice
 	EOF
+	# An alias list whose bounces go to its owner, alice (errors_to), as
+	# a list in /etc/aliases with an owner does (exim_return_path).
+	cat >"$etc/conf.d/router/060_e2e_list" <<-EOF
+		e2e_list:
+		  driver = redirect
+		  domains = +local_domains
+		  local_parts = list
+		  data = bob@recv.onionmx.test
+		  errors_to = alice@$EXIM_DOMAIN
+	EOF
 	cat >"$etc/conf.d/transport/30_e2e_alice" <<-EOF
 		e2e_alice:
 		  driver = appendfile
@@ -404,7 +414,7 @@ scenario_exim_unknown() {
 	exim_gone "$id" || return 1
 }
 
-# The null sender: Exim's SENDER is empty, MAIL FROM:<> on the wire (the
+# The null sender: Exim's return path, ONIONMX_SENDER, is empty, MAIL FROM:<> on the wire (the
 # receiver logs from=<>), Return-Path: <> in the Maildir.
 scenario_exim_null_sender() {
 	local rcpt=bob@recv.onionmx.test t file qid
@@ -490,7 +500,32 @@ scenario_exim_clear() {
 	exim_gone "$id" || return 1
 }
 
-SCENARIOS+=(exim_srv exim_static exim_onion exim_unknown exim_null_sender exim_tor_down exim_servfail exim_clear)
+# Exim's return path, not its sender: list@ (a redirect router with
+# errors_to = alice) to bob@recv.onionmx.test, submitted by someone else;
+# the receiver gets MAIL FROM alice, the list's owner, as Exim's smtp
+# transport would send it, so that bounces for the list's members go to
+# the owner and never to whoever wrote to the list.
+scenario_exim_return_path() {
+	local rcpt=bob@recv.onionmx.test list=list@$EXIM_DOMAIN t id line file qid from
+	t=$(exim_send "carol@elsewhere.test" "$list") || return 1
+	id=$(exim_id "$t") || return 1
+	# A local transport's delivery of a redirected address is logged as
+	# "=> LOCAL_PART <PARENT>".
+	line=$(exim_wait "$id" "=> bob <${list//./\\.}> R=onionmx T=onionmx") || return 1
+	say "  $line"
+	wait_for 10 "the receiver to queue $t once" recv_queued_one "$t" ||
+		fail "the receiver did not queue $t exactly once" || return 1
+	qid=$(recv_queued_qids "$t")
+	from=$(grep -E "postfix/qmgr\\[[0-9]+\\]: $qid: from=<" "$RECV_DIR/maillog" | sed -E 's/.*: from=<([^>]*)>.*/\1/' | head -1)
+	[[ $from == "alice@$EXIM_DOMAIN" ]] ||
+		fail "the receiver got MAIL FROM <$from>, not the list's owner <alice@$EXIM_DOMAIN> (errors_to)" || return 1
+	file=$(mailbox_one bob "$t") || return 1
+	grep -q "^Return-Path: <alice@$EXIM_DOMAIN>\$" "$file" || fail "no 'Return-Path: <alice@$EXIM_DOMAIN>' in $file" || return 1
+	say "  the receiver: from=<$from>, the list's owner"
+	exim_gone "$id" || return 1
+}
+
+SCENARIOS+=(exim_srv exim_static exim_onion exim_unknown exim_null_sender exim_tor_down exim_servfail exim_clear exim_return_path)
 SCENARIO_DESC+=(
 	[exim_srv]="Exim: SRV domain through the onion, byte for byte"
 	[exim_static]="Exim: static-map domain, no DNS query"
@@ -500,4 +535,5 @@ SCENARIO_DESC+=(
 	[exim_tor_down]="Exim: Tor down deferred (75), delivered once after a restart"
 	[exim_servfail]="Exim: DNS SERVFAIL deferred, never the smarthost"
 	[exim_clear]="Exim: no onion route, Exim's smarthost"
+	[exim_return_path]="Exim: an alias list's errors_to is MAIL FROM, not the sender"
 )
