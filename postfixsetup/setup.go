@@ -18,9 +18,10 @@
 //     the administrator's and a conflict, refused, except an existing
 //     transport_maps with PrependTransportMaps: onionmx's tables go first.
 //  4. Unless it is a dry run, write the state file first (what was there
-//     before each change, and a copy of both files), then make the
-//     changes: the static map, the services, the parameters, so that
-//     every table main.cf names exists when it names it.
+//     before each change, and a copy of both files) and again after each
+//     change (the files' checksums), then make the changes: the static
+//     map, the services, the parameters, so that every table main.cf
+//     names exists when it names it.
 //  5. Plan again: anything still to change means postconf did not do what
 //     was asked, an error rather than a silent success.
 //
@@ -186,20 +187,26 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 	st.Map, st.Services, st.Params = pl.mapState, pl.services, pl.params
 	// Written before any change: a setup that fails half-way can still be
 	// removed (Remove takes a setting that is still as it was before as
-	// undone).
-	if err := st.write(statePath); err != nil {
+	// undone). And written again, with the files' checksums, after each
+	// change: a setup interrupted half-way (^C, kill, a failing postconf)
+	// and run again, or removed, still finds the files as setup left them
+	// and keeps, or puts back, the copies taken before it.
+	record := func() error {
+		if err := st.recordAfter(p.Dir); err != nil {
+			return err
+		}
+		return st.write(statePath)
+	}
+	if err := record(); err != nil {
 		return nil, err
 	}
 	for i, c := range changes {
 		if err := apply(ctx, p, c); err != nil {
 			return nil, fmt.Errorf("%w (%d of %d changes made; onionmx setup postfix --remove undoes them)", err, i, len(changes))
 		}
-	}
-	if err := st.recordAfter(p.Dir); err != nil {
-		return nil, err
-	}
-	if err := st.write(statePath); err != nil {
-		return nil, err
+		if err := record(); err != nil {
+			return nil, err
+		}
 	}
 	// What postconf did is what was asked: planned again, nothing is
 	// left to change.

@@ -638,3 +638,46 @@ func TestEditBetweenSetups(t *testing.T) {
 		t.Errorf("transport_maps = %q after removal", got)
 	}
 }
+
+// failingPostconf is a Bin directory whose postconf fails a command line
+// that contains fail, and runs the real one otherwise: a setup that dies
+// half-way (postconf failing, or the person pressing ^C) leaves the same
+// state file.
+func failingPostconf(t *testing.T, p *Postfix, fail string) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, name := range []string{"postmap", "postfix"} {
+		if err := os.Symlink(p.path(name), filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!/bin/sh\ncase \"$*\" in *'" + fail + "'*) echo interrupted >&2; exit 1;; esac\nexec " + p.path("postconf") + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "postconf"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// A setup interrupted after it changed main.cf, then run again to the end,
+// then removed: main.cf is byte for byte what it was, as after a setup
+// that was never interrupted (nobody but setup changed it in between).
+func TestInterruptedSetupRemovesToSameBytes(t *testing.T) {
+	t.Parallel()
+	// Written over two lines, which postconf -e cannot put back.
+	p := newConfig(t, "transport_maps = hash:/etc/postfix/transport,\n    hash:/etc/postfix/other\n", "")
+	before := snapshot(t, p.Dir)
+	o := options(p)
+	o.PrependTransportMaps = true
+	half := &Postfix{Dir: p.Dir, Bin: failingPostconf(t, p, "onionmx_time_limit")}
+	if _, err := Setup(context.Background(), half, statePath(p), o, false); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("the interrupted setup: %v", err)
+	}
+	if res := setup(t, p, o); len(res.Changes) != 2 {
+		t.Errorf("setup again: changes %v, want the two it had not made", res.Changes)
+	}
+	res := remove(t, p)
+	sameFiles(t, p.Dir, before)
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "put back "+p.Dir+"/main.cf") {
+		t.Errorf("notes %q", res.Notes)
+	}
+}
