@@ -476,11 +476,22 @@ func apply(ctx context.Context, p *Postfix, c Change) error {
 }
 
 // checkFiles refuses a main.cf or master.cf that postconf would damage:
-// one whose last line has no line end. postconf -e and -M append their
-// line to it, which then continues that last line ("hash:/bonionmx_...").
+// a symbolic link, which postconf replaces with a file of its own (the
+// link's target, the file the administrator keeps, never sees the change,
+// and removal cannot bring the link back); one whose last line has no line
+// end: postconf -e and -M append their line to it, which then continues
+// that last line ("hash:/bonionmx_...").
 func checkFiles(dir string) error {
 	for _, name := range []string{"main.cf", "master.cf"} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		path := filepath.Join(dir, name)
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(path)
+			return &ConflictError{
+				What: fmt.Sprintf("%s is a symbolic link (to %s)", path, target),
+				Hint: "postconf would replace the link with a file and leave " + target + " as it is; make the changes by hand in the file it points to (see the README's manual steps), or replace the link by that file first",
+			}
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("not a Postfix configuration directory: %w", err)
 		}

@@ -459,6 +459,48 @@ func TestNoFinalLineEnd(t *testing.T) {
 	sameFiles(t, p.Dir, before)
 }
 
+// A main.cf or master.cf that is a symbolic link (to a file kept
+// elsewhere, by hand or by configuration management): postconf would
+// replace the link with a file, so setup and removal refuse, changing
+// nothing, and the link stays.
+func TestSymlinkedFiles(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"main.cf", "master.cf"} {
+		for _, op := range []string{"setup", "remove"} {
+			t.Run(name+"/"+op, func(t *testing.T) {
+				t.Parallel()
+				p := newConfig(t, "", "")
+				if op == "remove" {
+					setup(t, p, options(p))
+				}
+				path := filepath.Join(p.Dir, name)
+				target := filepath.Join(t.TempDir(), name)
+				if err := os.Rename(path, target); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, path); err != nil {
+					t.Fatal(err)
+				}
+				before := snapshot(t, p.Dir)
+				var err error
+				if op == "setup" {
+					_, err = Setup(context.Background(), p, statePath(p), options(p), false)
+				} else {
+					_, err = Remove(context.Background(), p, statePath(p), false)
+				}
+				var conflict *ConflictError
+				if !errors.As(err, &conflict) || !strings.Contains(err.Error(), name+" is a symbolic link (to "+target+")") {
+					t.Fatalf("got %v, want a refusal", err)
+				}
+				sameFiles(t, p.Dir, before)
+				if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+					t.Errorf("%s is no longer a symbolic link (%v)", name, err)
+				}
+			})
+		}
+	}
+}
+
 // Two runs at once: the second is refused while the first holds the lock.
 func TestBusy(t *testing.T) {
 	t.Parallel()
