@@ -203,6 +203,12 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 		if err != nil {
 			return nil, badConfig(fmt.Errorf("cannot tell where this onionmx is (%v): give --binary", err))
 		}
+		// "go run" builds into a temporary directory and deletes the
+		// binary when it exits: services that ran it would bounce every
+		// message.
+		if temporaryBuild(exe) {
+			return nil, badConfig(fmt.Errorf("this onionmx is %s, a temporary build (go run) that is gone when it exits: install onionmx and run that, or give --binary", exe))
+		}
 		o.Binary = exe
 	}
 	if o.Map == "" {
@@ -230,6 +236,9 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 	}
 	if _, err := user.Lookup(o.User); err != nil {
 		return nil, badConfig(fmt.Errorf("--user %s: no such account (useradd --system --no-create-home %s, or give another --user)", o.User, o.User))
+	}
+	if err := postfixsetup.CheckRun(o.Binary, o.User); err != nil {
+		return nil, badConfig(flagError("binary", o.Binary, err))
 	}
 	owner, err := p.Effective(c.Context, "mail_owner")
 	if err != nil {
@@ -271,6 +280,17 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 		o.LookupFlags = append(o.LookupFlags, "--socks", socks.String())
 	}
 	return o, nil
+}
+
+// temporaryBuild reports whether exe is a binary that "go run" or
+// "go test" built in its temporary directory, $GOTMPDIR/go-buildNNN.
+func temporaryBuild(exe string) bool {
+	for _, dir := range strings.Split(filepath.Dir(exe), string(filepath.Separator)) {
+		if n, ok := strings.CutPrefix(dir, "go-build"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // byHandError makes a configError say "onionmx: error: ...".

@@ -723,3 +723,52 @@ func TestInterruptedSetupRemovesToSameBytes(t *testing.T) {
 		t.Errorf("notes %q", res.Notes)
 	}
 }
+
+// Whether the services' account may run the binary: a build under a
+// directory only its owner may enter (as /root) is refused, and so is a
+// file only its owner may run, since pipe(8) bounces every message it
+// cannot run.
+func TestCheckRun(t *testing.T) {
+	t.Parallel()
+	// Under the system's temporary directory, not t.TempDir, which only
+	// its owner may enter.
+	open, err := os.MkdirTemp("", "checkrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(open) })
+	private := filepath.Join(open, "private")
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{open, 0o755}, {private, 0o700}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Join(private, "onionmx"), 0o755}, {filepath.Join(open, "onionmx"), 0o755}, {filepath.Join(open, "mine"), 0o744}} {
+		if err := os.WriteFile(f.path, []byte("#!/bin/sh\n"), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, want := range map[string]string{
+		"/bin/true":                       "",
+		filepath.Join(open, "onionmx"):    "",
+		filepath.Join(private, "onionmx"): "user nobody may not run it: the directory " + private + " is drwx------ ",
+		filepath.Join(open, "mine"):       "user nobody may not run it: it is -rwxr--r-- ",
+	} {
+		err := CheckRun(path, "nobody")
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckRun(%s): %v, want %q", path, err, want)
+		}
+	}
+}
