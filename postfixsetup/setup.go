@@ -11,7 +11,10 @@
 //     so that two runs never interleave their postconf calls), read the
 //     state file of an earlier setup, if any.
 //  2. Refuse what postconf would get wrong: a main.cf or master.cf whose
-//     last line has no line end (postconf -e and -M append to that line).
+//     last line has no line end (postconf -e and -M append to that line),
+//     or that is a symbolic link (postconf replaces it); and a
+//     trivial-rewrite service with a transport_maps of its own, which
+//     would never ask onionmx's tables.
 //  3. Plan: for each setting, compare what main.cf and master.cf have
 //     with what onionmx needs. Equal: nothing to do. Set by an earlier
 //     setup and unchanged since: updated. Absent: added. Anything else is
@@ -33,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,6 +167,9 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 			What: fmt.Sprintf("%s was set up with --service %s and the static map %s", p.Dir, st.Service, st.Map.tableOrNone()),
 			Hint: "to change the service's name or the map, run onionmx setup postfix --remove first (a map with entries is kept)",
 		}
+	}
+	if err := checkOverrides(ctx, p, Tables(dbType, o.Map, o.Service)); err != nil {
+		return nil, err
 	}
 	st.Service = o.Service
 	pl, err := planAll(ctx, p, st, o, table, dbType)
@@ -473,6 +480,28 @@ func apply(ctx context.Context, p *Postfix, c Change) error {
 		return f.Close()
 	}
 	return p.Exec(ctx, c.Argv)
+}
+
+// checkOverrides refuses a trivial-rewrite service in master.cf that sets
+// its own transport_maps (-o transport_maps=...) without onionmx's tables
+// first: that service, Postfix's address resolver, would never ask them,
+// and onionmx's main.cf line would look right and route nothing.
+func checkOverrides(ctx context.Context, p *Postfix, tables []string) error {
+	values, commands, err := p.Overrides(ctx, "transport_maps")
+	if err != nil {
+		return err
+	}
+	for _, svc := range slices.Sorted(maps.Keys(values)) {
+		list := splitList(values[svc])
+		if commands[svc] != "trivial-rewrite" || len(list) >= len(tables) && slices.Equal(list[:len(tables)], tables) {
+			continue
+		}
+		return &ConflictError{
+			What: fmt.Sprintf("master.cf's service %s (trivial-rewrite) sets its own transport_maps = %s", svc, values[svc]),
+			Hint: fmt.Sprintf("it resolves addresses with that instead of main.cf's, so it would never ask onionmx's tables; remove that -o (postconf -c %s -PX %s/transport_maps) or put %s first in it by hand", p.Dir, svc, strings.Join(tables, ", ")),
+		}
+	}
+	return nil
 }
 
 // checkFiles refuses a main.cf or master.cf that postconf would damage:

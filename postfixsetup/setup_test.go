@@ -772,3 +772,39 @@ func TestCheckRun(t *testing.T) {
 		}
 	}
 }
+
+// A trivial-rewrite service with its own transport_maps (-o) never asks
+// main.cf's: setup refuses, changing nothing, unless onionmx's tables come
+// first there too. An override on another service (it does not resolve
+// addresses) is no matter.
+func TestTrivialRewriteOverride(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, service, value string
+		refused              bool
+	}{
+		{"rewrite", "rewrite/unix", "hash:/etc/postfix/transport", true},
+		{"ours first", "rewrite/unix", "hash:DIR/onionmx_transport,socketmap:unix:private/onionmx-lookup:onionmx,hash:/etc/postfix/transport", false},
+		{"smtpd", "smtp/inet", "hash:/etc/postfix/transport", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newConfig(t, "", "")
+			value := strings.ReplaceAll(tc.value, "DIR", p.Dir)
+			if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-P", tc.service+"/transport_maps="+value).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			before := snapshot(t, p.Dir)
+			_, err := Setup(context.Background(), p, statePath(p), options(p), false)
+			var conflict *ConflictError
+			switch {
+			case tc.refused && (!errors.As(err, &conflict) || !strings.Contains(err.Error(), "master.cf's service "+tc.service+" (trivial-rewrite) sets its own transport_maps = "+value)):
+				t.Fatalf("got %v, want a refusal", err)
+			case tc.refused:
+				sameFiles(t, p.Dir, before)
+			case err != nil:
+				t.Fatalf("setup: %v", err)
+			}
+		})
+	}
+}
