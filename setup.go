@@ -110,6 +110,21 @@ func runSetupPostfix(c *cli.Context) error {
 		return setupError(err)
 	}
 	changed := printChanges(w, dir, res, c.Bool("dry-run"), "onionmx is set up")
+	// Reloaded before the checks, which may wait on Tor for seconds: until
+	// the master reads master.cf again, main.cf names services it does not
+	// run, and a trivial-rewrite started meanwhile defers every message.
+	reloaded := false
+	switch {
+	case !changed || !p.Running(c.Context):
+	case c.Bool("no-reload"):
+		fmt.Fprintf(w, "note: Postfix (%s) runs and was not reloaded (--no-reload): until postfix -c %s reload, main.cf names services it does not run, and mail to onion routes waits\n", dir, postfixsetup.ShellQuote([]string{dir}))
+	default:
+		if err := p.Reload(c.Context); err != nil {
+			return setupError(err)
+		}
+		fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
+		reloaded = true
+	}
 	var found []postfixsetup.Finding
 	if u, err := user.Lookup(o.User); err == nil {
 		found = append(found, postfixsetup.Finding{Text: fmt.Sprintf("user= account %s exists (uid %s)", o.User, u.Uid)})
@@ -123,14 +138,6 @@ func runSetupPostfix(c *cli.Context) error {
 		found = append(found, postfixsetup.CheckSocketAccess(socks.Addr, o.User))
 	}
 	if !c.Bool("dry-run") && !c.Bool("no-reload") {
-		reloaded := false
-		if changed && p.Running(c.Context) {
-			if err := p.Reload(c.Context); err != nil {
-				return setupError(err)
-			}
-			fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
-			reloaded = true
-		}
 		found = append(found, postfixsetup.CheckLookup(c.Context, p, o.Service, reloaded))
 	}
 	for _, f := range found {
