@@ -295,9 +295,14 @@ func planAll(ctx context.Context, p *Postfix, st *State, o *Options, table, dbTy
 		} else if cur, err = p.MainParam(want.name); err != nil {
 			return nil, err
 		}
-		it, after, err := plan(want.name, cur, st.param(want.name), equal, func(base Value) (Value, error) {
+		prev := st.param(want.name)
+		it, after, err := plan(want.name, cur, prev, equal, func(base Value) (Value, error) {
 			if want.name == "transport_maps" {
-				return transportMaps(base, Tables(dbType, o.Map, o.Service), o.PrependTransportMaps)
+				// An earlier setup that put onionmx's tables before the
+				// administrator's was told to: a run without the flag
+				// keeps them there rather than refuse its own setting.
+				prepend := o.PrependTransportMaps || prev != nil && prev.After == cur && len(splitList(prev.Before.Value)) > 0
+				return transportMaps(base, Tables(dbType, o.Map, o.Service), prepend)
 			}
 			return plainParam(want.name, base, want.value)
 		})

@@ -808,3 +808,19 @@ func TestTrivialRewriteOverride(t *testing.T) {
 		})
 	}
 }
+
+// A second run without --prepend-transport-maps after a setup that was
+// given it: onionmx's tables stay before the administrator's, nothing
+// changes, nothing is refused.
+func TestSetupAgainWithoutPrepend(t *testing.T) {
+	t.Parallel()
+	p := newConfig(t, "transport_maps = hash:/etc/postfix/transport\n", "")
+	o := options(p)
+	o.PrependTransportMaps = true
+	setup(t, p, o)
+	after := snapshot(t, p.Dir)
+	if res := setup(t, p, options(p)); len(res.Changes) != 0 {
+		t.Errorf("changes %v", res.Changes)
+	}
+	sameFiles(t, p.Dir, after)
+}
