@@ -824,3 +824,42 @@ func TestSetupAgainWithoutPrepend(t *testing.T) {
 	}
 	sameFiles(t, p.Dir, after)
 }
+
+// A transport_maps the administrator extended after setup, onionmx's
+// tables still first: removal takes out onionmx's two tables and keeps
+// the rest, their change included, instead of refusing (whose by-hand
+// commands would put back the value from before setup, and lose it).
+func TestRemoveKeepsTablesAddedAfter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, mainCF, want string }{
+		{"prepended", "transport_maps = hash:/etc/postfix/transport\n", "hash:/etc/postfix/transport, hash:/etc/postfix/new"},
+		{"alone", "", "hash:/etc/postfix/new"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newConfig(t, tc.mainCF, "")
+			o := options(p)
+			o.PrependTransportMaps = true
+			setup(t, p, o)
+			now := paramOf(t, p, "transport_maps") + ", hash:/etc/postfix/new"
+			if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-e", "transport_maps = "+now).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			remove(t, p)
+			if got := paramOf(t, p, "transport_maps"); got != tc.want {
+				t.Errorf("transport_maps = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// onionmx's tables no longer first: refused as before.
+	p := newConfig(t, "", "")
+	setup(t, p, options(p))
+	now := "hash:/etc/postfix/new, " + paramOf(t, p, "transport_maps")
+	if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-e", "transport_maps = "+now).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var ce *ChangedError
+	if _, err := Remove(context.Background(), p, statePath(p), false); !errors.As(err, &ce) {
+		t.Errorf("got %v, want a ChangedError", err)
+	}
+}
