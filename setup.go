@@ -247,6 +247,9 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 	if err := postfixsetup.CheckRun(o.Binary, o.User); err != nil {
 		return nil, badConfig(flagError("binary", o.Binary, err))
 	}
+	if err := postfixsetup.CheckRead(o.Map, o.User); err != nil {
+		return nil, badConfig(flagError("map", o.Map, err))
+	}
 	owner, err := p.Effective(c.Context, "mail_owner")
 	if err != nil {
 		return nil, err

@@ -179,6 +179,24 @@ func CheckSocketAccess(path, account string) Finding {
 // setup refuses it. A newcomer's own build under /root, which only root
 // may enter, is the usual case.
 func CheckRun(path, account string) error {
+	return checkAccess(path, account, 1, "run", "install onionmx where every user may run it, as /usr/local/bin")
+}
+
+// CheckRead returns an error unless account may read the file at path
+// (if it exists; else reach the directory where it will be), as the
+// lookup service, running as that account, must read the static map: a
+// lookup that cannot answers TEMP for every domain, and Postfix then
+// defers all mail, not only onion mail.
+func CheckRead(path, account string) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return checkAccess(filepath.Dir(path), account, 1, "reach", "the lookup service runs as that user: put the map where it may")
+	}
+	return checkAccess(path, account, 4, "read", "the lookup service runs as that user: put the map where it may")
+}
+
+// checkAccess checks the permission bit (1 execute or search, 4 read)
+// of account on path and search on each directory above it.
+func checkAccess(path, account string, bit os.FileMode, verb, hint string) error {
 	u, err := user.Lookup(account)
 	if err != nil {
 		return err
@@ -186,7 +204,7 @@ func CheckRun(path, account string) error {
 	uid, gids := ids(u)
 	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
 		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
-			return fmt.Errorf("user %s may not run it: the directory %s is %s (install onionmx where every user may run it, as /usr/local/bin)", account, dir, describe(fi, err))
+			return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
 		}
 		if dir == "/" || dir == "." {
 			break
@@ -196,8 +214,8 @@ func CheckRun(path, account string) error {
 	if err != nil {
 		return err
 	}
-	if !allowed(fi, uid, gids, 1) {
-		return fmt.Errorf("user %s may not run it: it is %s", account, describe(fi, nil))
+	if !allowed(fi, uid, gids, bit) {
+		return fmt.Errorf("user %s may not %s it: it is %s (%s)", account, verb, describe(fi, nil), hint)
 	}
 	return nil
 }

@@ -727,7 +727,7 @@ func TestInterruptedSetupRemovesToSameBytes(t *testing.T) {
 // Whether the services' account may run the binary: a build under a
 // directory only its owner may enter (as /root) is refused, and so is a
 // file only its owner may run, since pipe(8) bounces every message it
-// cannot run.
+// cannot run. And whether it may read the static map.
 func TestCheckRun(t *testing.T) {
 	t.Parallel()
 	// Under the system's temporary directory, not t.TempDir, which only
@@ -769,6 +769,19 @@ func TestCheckRun(t *testing.T) {
 		err := CheckRun(path, "nobody")
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
 			t.Errorf("CheckRun(%s): %v, want %q", path, err, want)
+		}
+	}
+	// The static map, which the lookup service reads as that account; one
+	// that does not exist yet is made where it must be reached.
+	for path, want := range map[string]string{
+		filepath.Join(open, "onionmx"):    "",
+		filepath.Join(open, "new"):        "",
+		filepath.Join(private, "onionmx"): "user nobody may not read it: the directory " + private + " is drwx------ ",
+		filepath.Join(private, "new"):     "user nobody may not reach it: it is drwx------ ",
+	} {
+		err := CheckRead(path, "nobody")
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckRead(%s): %v, want %q", path, err, want)
 		}
 	}
 }
