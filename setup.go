@@ -110,6 +110,21 @@ func runSetupPostfix(c *cli.Context) error {
 		return setupError(err)
 	}
 	changed := printChanges(w, dir, res, c.Bool("dry-run"), "onionmx is set up")
+	// Reloaded before the checks, which may wait on Tor for seconds: until
+	// the master reads master.cf again, main.cf names services it does not
+	// run, and a trivial-rewrite started meanwhile defers every message.
+	reloaded := false
+	switch {
+	case !changed || !p.Running(c.Context):
+	case c.Bool("no-reload"):
+		fmt.Fprintf(w, "note: Postfix (%s) runs and was not reloaded (--no-reload): until postfix -c %s reload, main.cf names services it does not run, and mail to onion routes waits\n", dir, postfixsetup.ShellQuote([]string{dir}))
+	default:
+		if err := p.Reload(c.Context); err != nil {
+			return setupError(err)
+		}
+		fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
+		reloaded = true
+	}
 	var found []postfixsetup.Finding
 	if u, err := user.Lookup(o.User); err == nil {
 		found = append(found, postfixsetup.Finding{Text: fmt.Sprintf("user= account %s exists (uid %s)", o.User, u.Uid)})
@@ -123,14 +138,6 @@ func runSetupPostfix(c *cli.Context) error {
 		found = append(found, postfixsetup.CheckSocketAccess(socks.Addr, o.User))
 	}
 	if !c.Bool("dry-run") && !c.Bool("no-reload") {
-		reloaded := false
-		if changed && p.Running(c.Context) {
-			if err := p.Reload(c.Context); err != nil {
-				return setupError(err)
-			}
-			fmt.Fprintf(w, "reloaded Postfix (%s)\n", dir)
-			reloaded = true
-		}
 		found = append(found, postfixsetup.CheckLookup(c.Context, p, o.Service, reloaded))
 	}
 	for _, f := range found {
@@ -203,6 +210,12 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 		if err != nil {
 			return nil, badConfig(fmt.Errorf("cannot tell where this onionmx is (%v): give --binary", err))
 		}
+		// "go run" builds into a temporary directory and deletes the
+		// binary when it exits: services that ran it would bounce every
+		// message.
+		if temporaryBuild(exe) {
+			return nil, badConfig(fmt.Errorf("this onionmx is %s, a temporary build (go run) that is gone when it exits: install onionmx and run that, or give --binary", exe))
+		}
 		o.Binary = exe
 	}
 	if o.Map == "" {
@@ -230,6 +243,12 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 	}
 	if _, err := user.Lookup(o.User); err != nil {
 		return nil, badConfig(fmt.Errorf("--user %s: no such account (useradd --system --no-create-home %s, or give another --user)", o.User, o.User))
+	}
+	if err := postfixsetup.CheckRun(o.Binary, o.User); err != nil {
+		return nil, badConfig(flagError("binary", o.Binary, err))
+	}
+	if err := postfixsetup.CheckRead(o.Map, o.User); err != nil {
+		return nil, badConfig(flagError("map", o.Map, err))
 	}
 	owner, err := p.Effective(c.Context, "mail_owner")
 	if err != nil {
@@ -271,6 +290,17 @@ func setupOptions(c *cli.Context, p *postfixsetup.Postfix) (*postfixsetup.Option
 		o.LookupFlags = append(o.LookupFlags, "--socks", socks.String())
 	}
 	return o, nil
+}
+
+// temporaryBuild reports whether exe is a binary that "go run" or
+// "go test" built in its temporary directory, $GOTMPDIR/go-buildNNN.
+func temporaryBuild(exe string) bool {
+	for _, dir := range strings.Split(filepath.Dir(exe), string(filepath.Separator)) {
+		if n, ok := strings.CutPrefix(dir, "go-build"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // byHandError makes a configError say "onionmx: error: ...".

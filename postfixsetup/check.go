@@ -144,14 +144,7 @@ func CheckSocketAccess(path, account string) Finding {
 	if err != nil {
 		return Finding{Skipped: true, Text: fmt.Sprintf("whether %s may open %s: %v", account, path, err)}
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	var gids []int
-	names, _ := u.GroupIds()
-	for _, g := range names {
-		if id, err := strconv.Atoi(g); err == nil {
-			gids = append(gids, id)
-		}
-	}
+	uid, gids := ids(u)
 	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
 		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
 			return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
@@ -176,6 +169,67 @@ func CheckSocketAccess(path, account string) Finding {
 		return Finding{Problem: true, Text: fmt.Sprintf("user %s may not open %s (%s)%s", account, path, describe(fi, nil), hint)}
 	}
 	return Finding{Text: fmt.Sprintf("user %s may open %s", account, path)}
+}
+
+// CheckRun returns an error unless account may run the program at path,
+// as pipe(8) and spawn(8) will, running as that account while setup runs
+// as root: execute permission on the file and search permission on each
+// directory above it. A program the pipe service cannot run bounces
+// every message it is given (pipe(8): "Command died with status 1"), so
+// setup refuses it. A newcomer's own build under /root, which only root
+// may enter, is the usual case.
+func CheckRun(path, account string) error {
+	return checkAccess(path, account, 1, "run", "install onionmx where every user may run it, as /usr/local/bin")
+}
+
+// CheckRead returns an error unless account may read the file at path
+// (if it exists; else reach the directory where it will be), as the
+// lookup service, running as that account, must read the static map: a
+// lookup that cannot answers TEMP for every domain, and Postfix then
+// defers all mail, not only onion mail.
+func CheckRead(path, account string) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return checkAccess(filepath.Dir(path), account, 1, "reach", "the lookup service runs as that user: put the map where it may")
+	}
+	return checkAccess(path, account, 4, "read", "the lookup service runs as that user: put the map where it may")
+}
+
+// checkAccess checks the permission bit (1 execute or search, 4 read)
+// of account on path and search on each directory above it.
+func checkAccess(path, account string, bit os.FileMode, verb, hint string) error {
+	u, err := user.Lookup(account)
+	if err != nil {
+		return err
+	}
+	uid, gids := ids(u)
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
+			return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !allowed(fi, uid, gids, bit) {
+		return fmt.Errorf("user %s may not %s it: it is %s (%s)", account, verb, describe(fi, nil), hint)
+	}
+	return nil
+}
+
+// ids are the numeric user id and group ids of an account.
+func ids(u *user.User) (uid int, gids []int) {
+	uid, _ = strconv.Atoi(u.Uid)
+	names, _ := u.GroupIds()
+	for _, g := range names {
+		if id, err := strconv.Atoi(g); err == nil {
+			gids = append(gids, id)
+		}
+	}
+	return uid, gids
 }
 
 // allowed reports whether uid with the groups gids has the permission

@@ -150,6 +150,40 @@ func (p *Postfix) Service(ctx context.Context, service string) (string, error) {
 	return "", nil
 }
 
+// Overrides returns the master.cf services that override the main.cf
+// parameter name with -o, "name/type" to the value (postconf -P), and
+// each one's command (the eighth field of postconf -M).
+func (p *Postfix) Overrides(ctx context.Context, name string) (values, commands map[string]string, err error) {
+	out, err := p.run(ctx, "", p.command("postconf", "-P"))
+	if err != nil {
+		return nil, nil, err
+	}
+	values = map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		key, v, ok := strings.Cut(line, " = ")
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndexByte(key, '/'); i > 0 && key[i+1:] == name {
+			values[key[:i]] = v
+		}
+	}
+	if len(values) == 0 {
+		return nil, nil, nil
+	}
+	out, err = p.run(ctx, "", p.command("postconf", "-M"))
+	if err != nil {
+		return nil, nil, err
+	}
+	commands = map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 8 {
+			commands[f[0]+"/"+f[1]] = f[7]
+		}
+	}
+	return values, commands, nil
+}
+
 // MainParam reads a parameter's last setting in main.cf. It is for the
 // parameters of a service (NAME_time_limit): postconf ignores those until
 // master.cf has the service, and setup must see them before it adds the

@@ -90,12 +90,14 @@ func Remove(ctx context.Context, p *Postfix, statePath string, dry bool) (*Resul
 			}
 			cur = Value{Set: set, Value: v}
 		}
-		switch cur {
-		case it.Before:
+		switch rest, ok := withoutOurs(it, cur); {
+		case cur == it.Before:
 			// Never changed (a setup that failed half-way), or put
 			// back already.
-		case it.After:
+		case cur == it.After:
 			res.Changes = append(res.Changes, setParam(p, it.Name, it.Before))
+		case ok:
+			res.Changes = append(res.Changes, setParam(p, it.Name, rest))
 		default:
 			return nil, &ChangedError{File: mainPath, Name: it.Name, Now: cur, Set: it.After, StatePath: statePath, UndoCommand: undo}
 		}
@@ -176,6 +178,26 @@ func Remove(ctx context.Context, p *Postfix, statePath string, dry bool) (*Resul
 		return nil, err
 	}
 	return res, nil
+}
+
+// withoutOurs is a transport_maps that the administrator changed after
+// setup but that still starts with onionmx's two tables, as setup put
+// them: the rest, which is theirs, and stays (putting back the value from
+// before setup would undo their change). ok is false for any other.
+func withoutOurs(it Item, cur Value) (rest Value, ok bool) {
+	ours := splitList(it.After.Value)
+	if it.Name != "transport_maps" || !cur.Set || len(ours) < 2 {
+		return Value{}, false
+	}
+	prefix := strings.Join(ours[:2], ", ")
+	tail, found := strings.CutPrefix(cur.Value, prefix)
+	if !found || tail != "" && !strings.ContainsAny(tail[:1], ", \t") {
+		return Value{}, false
+	}
+	if tail = strings.TrimLeft(tail, ", \t"); tail == "" {
+		return Value{}, true
+	}
+	return Value{Set: true, Value: tail}, true
 }
 
 // undoCommands are the postconf commands that undo setup's settings,

@@ -11,16 +11,20 @@
 //     so that two runs never interleave their postconf calls), read the
 //     state file of an earlier setup, if any.
 //  2. Refuse what postconf would get wrong: a main.cf or master.cf whose
-//     last line has no line end (postconf -e and -M append to that line).
+//     last line has no line end (postconf -e and -M append to that line),
+//     or that is a symbolic link (postconf replaces it); and a
+//     trivial-rewrite service with a transport_maps of its own, which
+//     would never ask onionmx's tables.
 //  3. Plan: for each setting, compare what main.cf and master.cf have
 //     with what onionmx needs. Equal: nothing to do. Set by an earlier
 //     setup and unchanged since: updated. Absent: added. Anything else is
 //     the administrator's and a conflict, refused, except an existing
 //     transport_maps with PrependTransportMaps: onionmx's tables go first.
 //  4. Unless it is a dry run, write the state file first (what was there
-//     before each change, and a copy of both files), then make the
-//     changes: the static map, the services, the parameters, so that
-//     every table main.cf names exists when it names it.
+//     before each change, and a copy of both files) and again after each
+//     change (the files' checksums), then make the changes: the static
+//     map, the services, the parameters, so that every table main.cf
+//     names exists when it names it.
 //  5. Plan again: anything still to change means postconf did not do what
 //     was asked, an error rather than a silent success.
 //
@@ -32,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,6 +168,9 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 			Hint: "to change the service's name or the map, run onionmx setup postfix --remove first (a map with entries is kept)",
 		}
 	}
+	if err := checkOverrides(ctx, p, Tables(dbType, o.Map, o.Service)); err != nil {
+		return nil, err
+	}
 	st.Service = o.Service
 	pl, err := planAll(ctx, p, st, o, table, dbType)
 	if err != nil {
@@ -186,20 +194,26 @@ func Setup(ctx context.Context, p *Postfix, statePath string, o *Options, dry bo
 	st.Map, st.Services, st.Params = pl.mapState, pl.services, pl.params
 	// Written before any change: a setup that fails half-way can still be
 	// removed (Remove takes a setting that is still as it was before as
-	// undone).
-	if err := st.write(statePath); err != nil {
+	// undone). And written again, with the files' checksums, after each
+	// change: a setup interrupted half-way (^C, kill, a failing postconf)
+	// and run again, or removed, still finds the files as setup left them
+	// and keeps, or puts back, the copies taken before it.
+	record := func() error {
+		if err := st.recordAfter(p.Dir); err != nil {
+			return err
+		}
+		return st.write(statePath)
+	}
+	if err := record(); err != nil {
 		return nil, err
 	}
 	for i, c := range changes {
 		if err := apply(ctx, p, c); err != nil {
 			return nil, fmt.Errorf("%w (%d of %d changes made; onionmx setup postfix --remove undoes them)", err, i, len(changes))
 		}
-	}
-	if err := st.recordAfter(p.Dir); err != nil {
-		return nil, err
-	}
-	if err := st.write(statePath); err != nil {
-		return nil, err
+		if err := record(); err != nil {
+			return nil, err
+		}
 	}
 	// What postconf did is what was asked: planned again, nothing is
 	// left to change.
@@ -281,9 +295,14 @@ func planAll(ctx context.Context, p *Postfix, st *State, o *Options, table, dbTy
 		} else if cur, err = p.MainParam(want.name); err != nil {
 			return nil, err
 		}
-		it, after, err := plan(want.name, cur, st.param(want.name), equal, func(base Value) (Value, error) {
+		prev := st.param(want.name)
+		it, after, err := plan(want.name, cur, prev, equal, func(base Value) (Value, error) {
 			if want.name == "transport_maps" {
-				return transportMaps(base, Tables(dbType, o.Map, o.Service), o.PrependTransportMaps)
+				// An earlier setup that put onionmx's tables before the
+				// administrator's was told to: a run without the flag
+				// keeps them there rather than refuse its own setting.
+				prepend := o.PrependTransportMaps || prev != nil && prev.After == cur && len(splitList(prev.Before.Value)) > 0
+				return transportMaps(base, Tables(dbType, o.Map, o.Service), prepend)
 			}
 			return plainParam(want.name, base, want.value)
 		})
@@ -468,12 +487,45 @@ func apply(ctx context.Context, p *Postfix, c Change) error {
 	return p.Exec(ctx, c.Argv)
 }
 
+// checkOverrides refuses a trivial-rewrite service in master.cf that sets
+// its own transport_maps (-o transport_maps=...) without onionmx's tables
+// first: that service, Postfix's address resolver, would never ask them,
+// and onionmx's main.cf line would look right and route nothing.
+func checkOverrides(ctx context.Context, p *Postfix, tables []string) error {
+	values, commands, err := p.Overrides(ctx, "transport_maps")
+	if err != nil {
+		return err
+	}
+	for _, svc := range slices.Sorted(maps.Keys(values)) {
+		list := splitList(values[svc])
+		if commands[svc] != "trivial-rewrite" || len(list) >= len(tables) && slices.Equal(list[:len(tables)], tables) {
+			continue
+		}
+		return &ConflictError{
+			What: fmt.Sprintf("master.cf's service %s (trivial-rewrite) sets its own transport_maps = %s", svc, values[svc]),
+			Hint: fmt.Sprintf("it resolves addresses with that instead of main.cf's, so it would never ask onionmx's tables; remove that -o (postconf -c %s -PX %s/transport_maps) or put %s first in it by hand", p.Dir, svc, strings.Join(tables, ", ")),
+		}
+	}
+	return nil
+}
+
 // checkFiles refuses a main.cf or master.cf that postconf would damage:
-// one whose last line has no line end. postconf -e and -M append their
-// line to it, which then continues that last line ("hash:/bonionmx_...").
+// a symbolic link, which postconf replaces with a file of its own (the
+// link's target, the file the administrator keeps, never sees the change,
+// and removal cannot bring the link back); one whose last line has no line
+// end: postconf -e and -M append their line to it, which then continues
+// that last line ("hash:/bonionmx_...").
 func checkFiles(dir string) error {
 	for _, name := range []string{"main.cf", "master.cf"} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		path := filepath.Join(dir, name)
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(path)
+			return &ConflictError{
+				What: fmt.Sprintf("%s is a symbolic link (to %s)", path, target),
+				Hint: "postconf would replace the link with a file and leave " + target + " as it is; make the changes by hand in the file it points to (see the README's manual steps), or replace the link by that file first",
+			}
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("not a Postfix configuration directory: %w", err)
 		}

@@ -459,6 +459,48 @@ func TestNoFinalLineEnd(t *testing.T) {
 	sameFiles(t, p.Dir, before)
 }
 
+// A main.cf or master.cf that is a symbolic link (to a file kept
+// elsewhere, by hand or by configuration management): postconf would
+// replace the link with a file, so setup and removal refuse, changing
+// nothing, and the link stays.
+func TestSymlinkedFiles(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"main.cf", "master.cf"} {
+		for _, op := range []string{"setup", "remove"} {
+			t.Run(name+"/"+op, func(t *testing.T) {
+				t.Parallel()
+				p := newConfig(t, "", "")
+				if op == "remove" {
+					setup(t, p, options(p))
+				}
+				path := filepath.Join(p.Dir, name)
+				target := filepath.Join(t.TempDir(), name)
+				if err := os.Rename(path, target); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, path); err != nil {
+					t.Fatal(err)
+				}
+				before := snapshot(t, p.Dir)
+				var err error
+				if op == "setup" {
+					_, err = Setup(context.Background(), p, statePath(p), options(p), false)
+				} else {
+					_, err = Remove(context.Background(), p, statePath(p), false)
+				}
+				var conflict *ConflictError
+				if !errors.As(err, &conflict) || !strings.Contains(err.Error(), name+" is a symbolic link (to "+target+")") {
+					t.Fatalf("got %v, want a refusal", err)
+				}
+				sameFiles(t, p.Dir, before)
+				if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+					t.Errorf("%s is no longer a symbolic link (%v)", name, err)
+				}
+			})
+		}
+	}
+}
+
 // Two runs at once: the second is refused while the first holds the lock.
 func TestBusy(t *testing.T) {
 	t.Parallel()
@@ -636,5 +678,201 @@ func TestEditBetweenSetups(t *testing.T) {
 	}
 	if got := paramOf(t, p, "transport_maps"); got != "" {
 		t.Errorf("transport_maps = %q after removal", got)
+	}
+}
+
+// failingPostconf is a Bin directory whose postconf fails a command line
+// that contains fail, and runs the real one otherwise: a setup that dies
+// half-way (postconf failing, or the person pressing ^C) leaves the same
+// state file.
+func failingPostconf(t *testing.T, p *Postfix, fail string) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, name := range []string{"postmap", "postfix"} {
+		if err := os.Symlink(p.path(name), filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!/bin/sh\ncase \"$*\" in *'" + fail + "'*) echo interrupted >&2; exit 1;; esac\nexec " + p.path("postconf") + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "postconf"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// A setup interrupted after it changed main.cf, then run again to the end,
+// then removed: main.cf is byte for byte what it was, as after a setup
+// that was never interrupted (nobody but setup changed it in between).
+func TestInterruptedSetupRemovesToSameBytes(t *testing.T) {
+	t.Parallel()
+	// Written over two lines, which postconf -e cannot put back.
+	p := newConfig(t, "transport_maps = hash:/etc/postfix/transport,\n    hash:/etc/postfix/other\n", "")
+	before := snapshot(t, p.Dir)
+	o := options(p)
+	o.PrependTransportMaps = true
+	half := &Postfix{Dir: p.Dir, Bin: failingPostconf(t, p, "onionmx_time_limit")}
+	if _, err := Setup(context.Background(), half, statePath(p), o, false); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("the interrupted setup: %v", err)
+	}
+	if res := setup(t, p, o); len(res.Changes) != 2 {
+		t.Errorf("setup again: changes %v, want the two it had not made", res.Changes)
+	}
+	res := remove(t, p)
+	sameFiles(t, p.Dir, before)
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "put back "+p.Dir+"/main.cf") {
+		t.Errorf("notes %q", res.Notes)
+	}
+}
+
+// Whether the services' account may run the binary: a build under a
+// directory only its owner may enter (as /root) is refused, and so is a
+// file only its owner may run, since pipe(8) bounces every message it
+// cannot run. And whether it may read the static map.
+func TestCheckRun(t *testing.T) {
+	t.Parallel()
+	// Under the system's temporary directory, not t.TempDir, which only
+	// its owner may enter.
+	open, err := os.MkdirTemp("", "checkrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(open) })
+	private := filepath.Join(open, "private")
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{open, 0o755}, {private, 0o700}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Join(private, "onionmx"), 0o755}, {filepath.Join(open, "onionmx"), 0o755}, {filepath.Join(open, "mine"), 0o744}} {
+		if err := os.WriteFile(f.path, []byte("#!/bin/sh\n"), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, want := range map[string]string{
+		"/bin/true":                       "",
+		filepath.Join(open, "onionmx"):    "",
+		filepath.Join(private, "onionmx"): "user nobody may not run it: the directory " + private + " is drwx------ ",
+		filepath.Join(open, "mine"):       "user nobody may not run it: it is -rwxr--r-- ",
+	} {
+		err := CheckRun(path, "nobody")
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckRun(%s): %v, want %q", path, err, want)
+		}
+	}
+	// The static map, which the lookup service reads as that account; one
+	// that does not exist yet is made where it must be reached.
+	for path, want := range map[string]string{
+		filepath.Join(open, "onionmx"):    "",
+		filepath.Join(open, "new"):        "",
+		filepath.Join(private, "onionmx"): "user nobody may not read it: the directory " + private + " is drwx------ ",
+		filepath.Join(private, "new"):     "user nobody may not reach it: it is drwx------ ",
+	} {
+		err := CheckRead(path, "nobody")
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckRead(%s): %v, want %q", path, err, want)
+		}
+	}
+}
+
+// A trivial-rewrite service with its own transport_maps (-o) never asks
+// main.cf's: setup refuses, changing nothing, unless onionmx's tables come
+// first there too. An override on another service (it does not resolve
+// addresses) is no matter.
+func TestTrivialRewriteOverride(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, service, value string
+		refused              bool
+	}{
+		{"rewrite", "rewrite/unix", "hash:/etc/postfix/transport", true},
+		{"ours first", "rewrite/unix", "hash:DIR/onionmx_transport,socketmap:unix:private/onionmx-lookup:onionmx,hash:/etc/postfix/transport", false},
+		{"smtpd", "smtp/inet", "hash:/etc/postfix/transport", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newConfig(t, "", "")
+			value := strings.ReplaceAll(tc.value, "DIR", p.Dir)
+			if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-P", tc.service+"/transport_maps="+value).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			before := snapshot(t, p.Dir)
+			_, err := Setup(context.Background(), p, statePath(p), options(p), false)
+			var conflict *ConflictError
+			switch {
+			case tc.refused && (!errors.As(err, &conflict) || !strings.Contains(err.Error(), "master.cf's service "+tc.service+" (trivial-rewrite) sets its own transport_maps = "+value)):
+				t.Fatalf("got %v, want a refusal", err)
+			case tc.refused:
+				sameFiles(t, p.Dir, before)
+			case err != nil:
+				t.Fatalf("setup: %v", err)
+			}
+		})
+	}
+}
+
+// A second run without --prepend-transport-maps after a setup that was
+// given it: onionmx's tables stay before the administrator's, nothing
+// changes, nothing is refused.
+func TestSetupAgainWithoutPrepend(t *testing.T) {
+	t.Parallel()
+	p := newConfig(t, "transport_maps = hash:/etc/postfix/transport\n", "")
+	o := options(p)
+	o.PrependTransportMaps = true
+	setup(t, p, o)
+	after := snapshot(t, p.Dir)
+	if res := setup(t, p, options(p)); len(res.Changes) != 0 {
+		t.Errorf("changes %v", res.Changes)
+	}
+	sameFiles(t, p.Dir, after)
+}
+
+// A transport_maps the administrator extended after setup, onionmx's
+// tables still first: removal takes out onionmx's two tables and keeps
+// the rest, their change included, instead of refusing (whose by-hand
+// commands would put back the value from before setup, and lose it).
+func TestRemoveKeepsTablesAddedAfter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, mainCF, want string }{
+		{"prepended", "transport_maps = hash:/etc/postfix/transport\n", "hash:/etc/postfix/transport, hash:/etc/postfix/new"},
+		{"alone", "", "hash:/etc/postfix/new"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newConfig(t, tc.mainCF, "")
+			o := options(p)
+			o.PrependTransportMaps = true
+			setup(t, p, o)
+			now := paramOf(t, p, "transport_maps") + ", hash:/etc/postfix/new"
+			if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-e", "transport_maps = "+now).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			remove(t, p)
+			if got := paramOf(t, p, "transport_maps"); got != tc.want {
+				t.Errorf("transport_maps = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// onionmx's tables no longer first: refused as before.
+	p := newConfig(t, "", "")
+	setup(t, p, options(p))
+	now := "hash:/etc/postfix/new, " + paramOf(t, p, "transport_maps")
+	if out, err := exec.Command(p.path("postconf"), "-c", p.Dir, "-e", "transport_maps = "+now).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var ce *ChangedError
+	if _, err := Remove(context.Background(), p, statePath(p), false); !errors.As(err, &ce) {
+		t.Errorf("got %v, want a ChangedError", err)
 	}
 }
