@@ -318,8 +318,9 @@ func byHandError(err error) error {
 func setupError(err error) error {
 	var conflict *postfixsetup.ConflictError
 	var changed *postfixsetup.ChangedError
+	var queued *postfixsetup.QueueError
 	switch {
-	case errors.As(err, &conflict), errors.As(err, &changed), errors.Is(err, postfixsetup.ErrNotSetUp):
+	case errors.As(err, &conflict), errors.As(err, &changed), errors.As(err, &queued), errors.Is(err, postfixsetup.ErrNotSetUp):
 		return byHandError(badConfig(err))
 	case errors.Is(err, postfixsetup.ErrBusy):
 		return cli.Exit("onionmx: error: "+err.Error(), deliver.ExTempFail)

@@ -9,6 +9,7 @@
 #     service answers through Postfix (postmap -q);
 #   - mail to an SRV domain, to a domain pinned in the static map setup
 #     made, and to a bare onion address is delivered by onionmx;
+#   - --remove refuses while mail for an onion waits in the queue;
 #   - --remove, with Postfix running, leaves main.cf and master.cf byte for
 #     byte as they were (cmp), keeps the static map that now has an entry;
 #   - setup on the running Postfix reloads it and the lookup answers;
@@ -106,6 +107,19 @@ scenario_setup_postfix() {
 		say "  $rcpt: delivered by onionmx over Tor: ${line##*status=}"
 	done
 	queue_wait_empty 15 || fail "mail left in $dir's queue" || return 1
+
+	# Mail that waits for an onion would go over the clear net once
+	# onionmx's tables are gone: --remove refuses while it is queued.
+	rcpt="bob@$DNS_DEAD_ONION"
+	t=$(mail_send alice@setup.onionmx.test "$rcpt") || return 1
+	wait_status "$t" "$rcpt" deferred 120 >/dev/null || fail "mail to a dead onion was not deferred" || return 1
+	setup_run -c "$conf" --remove
+	((SETUP_RC == 78)) || fail "--remove with mail for an onion in the queue exited $SETUP_RC, not 78" || return 1
+	setup_says "wait for delivery over Tor" || return 1
+	setup_same "$conf/main.cf" "$dir/main.cf.setup" "the refused --remove" || return 1
+	setup_same "$conf/master.cf" "$dir/master.cf.setup" "the refused --remove" || return 1
+	queue_delete ALL
+	say "  --remove refused, changing nothing, while mail for $rcpt waited in the queue"
 
 	setup_run -c "$conf" --remove
 	((SETUP_RC == 0)) || fail "--remove exited $SETUP_RC" || return 1

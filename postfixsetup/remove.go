@@ -76,6 +76,9 @@ func Remove(ctx context.Context, p *Postfix, statePath string, dry bool) (*Resul
 	masterUntouched := st.MasterSum != nil && bytes.Equal(masterSum, st.MasterSum)
 
 	res := &Result{}
+	if err := checkQueue(ctx, p, res); err != nil {
+		return nil, err
+	}
 	undo := undoCommands(p, st)
 	// Parameters first, transport_maps before the services it names.
 	for _, it := range slices.Backward(st.Params) {
