@@ -20,11 +20,9 @@ import (
 
 // entry is one ledger line: a message sendmail took.
 type entry struct {
-	index     int
 	size      int
 	sum       string
 	submitted time.Time
-	sender    string
 	rcpts     []string
 }
 
@@ -42,8 +40,8 @@ type key struct {
 // attempt is what the sending Postfix logged for one recipient of a queue
 // file.
 type attempt struct {
-	sent, bounced int
-	deferred      []string // the reasons
+	bounced  int
+	deferred []string // the reasons
 }
 
 var (
@@ -250,7 +248,7 @@ func readLedger(file string) (map[int]*entry, error) {
 		i, _ := strconv.Atoi(f[0])
 		size, _ := strconv.Atoi(f[1])
 		ns, _ := strconv.ParseInt(f[3], 10, 64)
-		out[i] = &entry{index: i, size: size, sum: f[2], submitted: time.Unix(0, ns), sender: f[4], rcpts: strings.Split(f[5], ",")}
+		out[i] = &entry{size: size, sum: f[2], submitted: time.Unix(0, ns), rcpts: strings.Split(f[5], ",")}
 	}
 	return out, sc.Err()
 }
@@ -363,8 +361,6 @@ func readSendLog(file, run string) (map[int]string, map[string]*attempt, error) 
 			attempts[k] = a
 		}
 		switch m[3] {
-		case "sent":
-			a.sent++
 		case "bounced", "expired":
 			a.bounced++
 		case "deferred":
