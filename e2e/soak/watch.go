@@ -96,18 +96,23 @@ func watch(args []string) error {
 	}
 }
 
-// procStart is field 22 of /proc/PID/stat, the start time in clock ticks.
-func procStart(stat []byte) string {
+// statField is field n (from 1, as proc(5) counts) of a /proc/PID/stat,
+// "" if there is none. Fields are counted from the end of the command
+// name, which may hold spaces and parentheses itself.
+func statField(stat []byte, n int) string {
 	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
+	if i < 0 || n < 3 {
 		return ""
 	}
 	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 20 {
+	if len(f) < n-2 {
 		return ""
 	}
-	return f[19]
+	return f[n-3]
 }
+
+// procStart is field 22 of /proc/PID/stat, the start time in clock ticks.
+func procStart(stat []byte) string { return statField(stat, 22) }
 
 func statusKB(pid, key string) int {
 	f, err := os.Open("/proc/" + pid + "/status")
@@ -158,9 +163,7 @@ func sampleDaemons(registry string, n int) []string {
 				if err != nil || !bytes.Contains(st, []byte("(qmgr)")) {
 					continue
 				}
-				i := bytes.LastIndexByte(st, ')')
-				f := strings.Fields(string(st[i+1:]))
-				if len(f) > 1 && f[1] == pid {
+				if statField(st, 4) == pid { // the parent's pid
 					one(name+"/qmgr", filepath.Base(filepath.Dir(k)))
 				}
 			}
