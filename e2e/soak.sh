@@ -244,16 +244,6 @@ per_message() {
 # queues_empty: nothing in the sender's queue, nothing in the receiver's.
 queues_empty() { queue_empty && recv_queue_is_empty; }
 
-# deliver_procs: onionmx deliver processes still running.
-deliver_procs() {
-	local p
-	for p in /proc/[0-9]*; do
-		[[ $(readlink "$p/exe" 2>/dev/null) == "$WORK/onionmx" ]] || continue
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q ' deliver ' && echo "${p#/proc/}"
-	done
-	return 0
-}
-
 # drain SECONDS: one flush of the sender's queue, as an admin would after
 # an outage, then waits until both queues are empty. No more flushes: a
 # flush sends every deferred message at once, and a soak that flushed
@@ -366,7 +356,7 @@ soak_main() {
 	SOAK_WATCH_PID=
 
 	local failed=0 left verdict report="$SOAK_DIR/SOAK.md"
-	left=$(deliver_procs | tr '\n' ' ')
+	left=$(onionmx_procs deliver | tr '\n' ' ')
 	{
 		echo "# Soak: $SOAK_N messages through Postfix, onionmx and a private Tor network while things break"
 		echo
