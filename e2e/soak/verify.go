@@ -122,32 +122,7 @@ func verify(args []string) error {
 				continue
 			}
 			dups += extra
-			a := attempts[qids[i]+" "+strings.ToLower(rcpt)]
-			said := 0
-			if a != nil {
-				for _, d := range a.deferred {
-					if strings.Contains(d, "message may be sent more than once") && said < extra {
-						said++
-						causes["onionmx said: "+normalize(d)]++
-					}
-				}
-			}
-			// What onionmx could not say: its pipe(8) was stopped with the
-			// sending Postfix after the end of data went out, and nobody
-			// read its answer. Any copy but the last (the delivery Postfix
-			// logged as sent) may have arrived then, one a stop at most: a
-			// stop orphans one delivery of a message.
-			need, used := extra-said, map[int]bool{}
-			for _, c := range cs[:extra] {
-				if need == 0 {
-					break
-				}
-				if w, ok := inWindow(windows, c.at, used); ok {
-					causes[fmt.Sprintf("the sending Postfix was stopped at %s with the end of data in flight: pipe(8) was gone, nobody read onionmx's answer", w.Format("15:04:05.000"))]++
-					need--
-				}
-			}
-			if need > 0 {
+			if need := explain(cs, attempts[qids[i]+" "+k.rcpt], windows, causes); need > 0 {
 				unexplained += need
 				problem("DUPLICATE: message %d for %s (queue id %s) delivered %d times, and nothing says %d of them may be: %s", i, rcpt, qids[i], len(cs), need, filesOf(cs))
 			}
@@ -230,6 +205,39 @@ func verify(args []string) error {
 		return fmt.Errorf("FAILED: %d lost, %d corrupted or misdelivered, %d unexplained duplicates, %d bounced, %d bounce messages, %d onionmx processes over 32 MiB", lost, corrupt, unexplained, bounced, returned, over)
 	}
 	return nil
+}
+
+// explain finds the causes of the extra copies of one message for one
+// recipient (cs, sorted by arrival; a, what the sending Postfix logged for
+// it, nil if nothing), counts them in causes, and returns how many copies
+// nothing explains.
+func explain(cs []copyOf, a *attempt, windows []window, causes map[string]int) int {
+	extra := len(cs) - 1
+	said := 0
+	if a != nil {
+		for _, d := range a.deferred {
+			if strings.Contains(d, "message may be sent more than once") && said < extra {
+				said++
+				causes["onionmx said: "+normalize(d)]++
+			}
+		}
+	}
+	// What onionmx could not say: its pipe(8) was stopped with the
+	// sending Postfix after the end of data went out, and nobody read its
+	// answer. Any copy but the last (the delivery Postfix logged as sent)
+	// may have arrived then, one a stop at most: a stop orphans one
+	// delivery of a message.
+	need, used := extra-said, map[int]bool{}
+	for _, c := range cs[:extra] {
+		if need == 0 {
+			break
+		}
+		if w, ok := inWindow(windows, c.at, used); ok {
+			causes[fmt.Sprintf("the sending Postfix was stopped at %s with the end of data in flight: pipe(8) was gone, nobody read onionmx's answer", w.Format("15:04:05.000"))]++
+			need--
+		}
+	}
+	return need
 }
 
 func readLedger(file string) (map[int]*entry, error) {
