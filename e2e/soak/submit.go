@@ -97,6 +97,13 @@ func makeMessage(run string, seed uint64, i int, pool []string) *message {
 	return m
 }
 
+// ledgerLine is m's line in the ledger (readLedger's format), submitted
+// at t.
+func (m *message) ledgerLine(t time.Time) string {
+	sum := sha256.Sum256(m.data)
+	return fmt.Sprintf("%d %d %s %d %s %s\n", m.index, len(m.data), hex.EncodeToString(sum[:]), t.UnixNano(), m.sender, strings.Join(m.rcpts, ","))
+}
+
 // submit hands messages [from, to) to the sending Postfix's sendmail at
 // rate messages per second (0: as fast as sendmail takes them), and
 // appends a ledger line for each one that sendmail took:
@@ -138,18 +145,18 @@ func submit(args []string) error {
 			defer wg.Done()
 			for i := range jobs {
 				m := makeMessage(*run, *seed, i, pool)
-				sum := sha256.Sum256(m.data)
 				t := time.Now()
 				cmd := exec.Command("sendmail", append([]string{"-i", "-C", *conf, "-f", m.sender, "--"}, m.rcpts...)...)
 				cmd.Stdin = bytes.NewReader(m.data)
 				msg, err := cmd.CombinedOutput()
+				line := m.ledgerLine(t) // its sha256 outside the lock
 				mu.Lock()
 				if err != nil {
 					if failed == nil {
 						failed = fmt.Errorf("sendmail for message %d: %v: %s", i, err, msg)
 					}
 				} else {
-					fmt.Fprintf(out, "%d %d %s %d %s %s\n", i, len(m.data), hex.EncodeToString(sum[:]), t.UnixNano(), m.sender, strings.Join(m.rcpts, ","))
+					out.WriteString(line)
 				}
 				mu.Unlock()
 			}

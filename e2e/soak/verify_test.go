@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,8 +26,7 @@ func newFixture(t *testing.T) *soakFixture {
 	for i := range 2 {
 		m := makeMessage(f.run, 7, i+2, pool)
 		f.msgs = append(f.msgs, m)
-		sum := sha256.Sum256(m.data)
-		ledger += fmt.Sprintf("%d %d %s %d %s %s\n", m.index, len(m.data), hex.EncodeToString(sum[:]), time.Now().UnixNano(), m.sender, strings.Join(m.rcpts, ","))
+		ledger += m.ledgerLine(time.Now())
 		fmt.Fprintf(&f.log, "Nov 30 05:00:00 send postfix/cleanup[1]: Q%d: message-id=<soak-%s-%d@send.onionmx.test>\n", i, f.run, m.index)
 	}
 	os.WriteFile(filepath.Join(f.dir, "ledger"), []byte(ledger), 0o644)
