@@ -160,8 +160,15 @@ pf_receiver_add_domain() {
 	postconf -c "$RECV_DIR/etc" -e \
 		"virtual_mailbox_domains = $(postconf -c "$RECV_DIR/etc" -h virtual_mailbox_domains), $d"
 	printf 'bob@%s bob/\npostmaster@%s postmaster/\n' "$d" "$d" >>"$RECV_DIR/etc/vmailbox"
-	out=$(script -qec "postfix -c '$RECV_DIR/etc' reload" /dev/null </dev/null 2>&1) ||
-		die "postfix reload for $RECV_DIR failed: $out"
+	pf_reload "$RECV_DIR"
+}
+
+# pf_reload DIR: postfix reload of a running instance (under script(1), as
+# pf_start: its complaints go to syslog only); dies when it fails.
+pf_reload() {
+	local out
+	out=$(script -qec "postfix -c '$1/etc' reload" /dev/null </dev/null 2>&1) ||
+		die "postfix reload for $1 failed: $out"
 }
 
 # pf_setup_sender EXAMPLE MAINCF_EXTRA: EXAMPLE is the master.cf fragment
@@ -254,8 +261,7 @@ pf_sender_pin() {
 		shift 2
 	done
 	postmap -c "$SEND_DIR/etc" "$(postconf -c "$SEND_DIR/etc" -h transport_maps | tr -s ', ' '\n' | grep -F ":$PF_STATIC_MAP" | head -1)"
-	out=$(script -qec "postfix -c '$SEND_DIR/etc' reload" /dev/null </dev/null 2>&1) ||
-		die "postfix reload for $SEND_DIR failed: $out"
+	pf_reload "$SEND_DIR"
 }
 
 # pf_rewrite_example IN OUT BIN SOCKS DNS [CONF [MAP...]]: copies a master.cf
