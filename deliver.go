@@ -92,7 +92,7 @@ func runDeliver(c *cli.Context) error {
 	if f, ok := msg.Body.(*os.File); ok && f == os.Stdin {
 		// pipe(8) writes the message; trust its end only if pipe(8)
 		// did not die in the middle of it.
-		in, restore := messageInput(f)
+		in, piped, restore := messageInput(f)
 		defer restore()
 		msg.Body = parent.Guard(in)
 		// And once pipe(8) is gone (postfix stop), nobody will read the
@@ -101,7 +101,7 @@ func runDeliver(c *cli.Context) error {
 		// gives the message on a pipe; a file is a run by hand ("<
 		// message.eml &"), whose shell may exit while the outcome goes
 		// on to where it sent it.
-		if fromPipe(f) {
+		if piped {
 			orphaned = parent.Exited()
 		}
 	}
@@ -124,13 +124,6 @@ func runDeliver(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer, truncate(res.Summary()))
 	return nil
-}
-
-// fromPipe reports whether f, the standard input, is a pipe or a socket.
-// (Stat, not Fd: Fd would make the descriptor blocking again.)
-func fromPipe(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0
 }
 
 // deliverRequest reads deliver's command line: the client, the message

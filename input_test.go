@@ -26,7 +26,7 @@ func TestMessageInputRestores(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := os.NewFile(uintptr(fd), "input")
-		in, restore := messageInput(f)
+		in, _, restore := messageInput(f)
 		if got := isNonblock(t, fd); !got {
 			t.Errorf("came non-blocking %v: not non-blocking while delivering", nonblock)
 		}

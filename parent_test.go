@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/onionmx/onionmx/internal/oniontest"
+	"github.com/onionmx/onionmx/internal/sockstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -245,30 +245,10 @@ func TestParentDiesWhileConnecting(t *testing.T) {
 	}
 }
 
-// silentSOCKS is a SOCKS port that takes connections and never answers,
-// as Tor does while it builds a rendezvous circuit.
+// silentSOCKS is a SOCKS port that never answers the CONNECT, as Tor
+// does while it builds a rendezvous circuit.
 func silentSOCKS(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	return ln.Addr().String()
+	return sockstest.New(t, func(sockstest.Request) sockstest.Response { return sockstest.Response{Hang: true} }).Addr
 }
 
 // reap runs onionmx (bin with args) under a stand-in for pipe(8), the

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -77,7 +78,7 @@ func Guard(r io.Reader) io.Reader {
 	case g.ppid == 1:
 		g.err = &Error{PID: 1, Reason: "is init: the process that started onionmx was gone before it could be watched"}
 	default:
-		g.watch = watchParent(g.ppid)
+		g.watch = parentWatch()
 		if os.Getppid() != g.ppid {
 			g.err = &Error{PID: g.ppid, Reason: "was gone at the start"}
 		}
@@ -98,8 +99,12 @@ type guard struct {
 type watcher interface {
 	// exited reports whether the process has exited, waiting at most d.
 	exited(d time.Duration) bool
-	close()
 }
+
+// parentWatch is the one watcher of the parent the program started with,
+// made at the first call, for Guard and Exited both: one pidfd serves
+// them, open for the life of the process.
+var parentWatch = sync.OnceValue(func() watcher { return watchParent(initialPPID) })
 
 func (g *guard) Read(p []byte) (int, error) {
 	if g.done {
@@ -113,9 +118,6 @@ func (g *guard) Read(p []byte) (int, error) {
 		g.done = true
 		if g.err == nil {
 			g.err = g.check()
-		}
-		if g.watch != nil {
-			g.watch.close()
 		}
 		if g.err != nil {
 			return n, g.err
@@ -178,5 +180,3 @@ func (w *ppidWatcher) exited(d time.Duration) bool {
 		time.Sleep(min(time.Millisecond, time.Until(deadline)))
 	}
 }
-
-func (w *ppidWatcher) close() {}

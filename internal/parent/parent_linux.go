@@ -2,9 +2,9 @@ package parent
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,15 +16,20 @@ import (
 const pfExiting = 0x00000004
 
 // pidfdWatcher watches a process through a pidfd (Linux 5.3 and later),
-// which becomes readable when the process has exited. The pidfd is waited
-// on through Go's network poller, as a socket is: the goroutine parks and
-// the process sleeps through the settle. A blocking poll(2) held a thread
-// in a system call instead, and the runtime, which takes the thread's
-// processor back and wakes other threads meanwhile, spent about 0.4 ms
-// of CPU more per delivery (BenchmarkProcessCPU: 4.6 against 5.0 ms).
+// which becomes readable when the process has exited. One goroutine waits
+// for that through Go's network poller, as for a socket, and closes gone,
+// or failed when the wait fails; the goroutine parks and the process
+// sleeps. A blocking poll(2) held a thread in a system call instead, and
+// the runtime, which takes the thread's processor back and wakes other
+// threads meanwhile, spent about 0.4 ms of CPU more per delivery
+// (BenchmarkProcessCPU: 4.6 against 5.0 ms). The poller lets one reader
+// at a time wait on a descriptor, and a deadline would end its wait: so
+// Guard's waits and Exited's channel all read the one goroutine's
+// channels, never the pidfd itself.
 type pidfdWatcher struct {
-	f   *os.File
-	pid int
+	rc     syscall.RawConn
+	gone   chan struct{} // closed when the process exited; nil: the poller did not take the pidfd
+	failed chan struct{} // closed when the wait failed: cannot tell
 }
 
 func watchParent(pid int) watcher {
@@ -37,77 +42,74 @@ func watchParent(pid int) watcher {
 	// Non-blocking, so that os.NewFile hands it to the poller (the flag
 	// PIDFD_NONBLOCK would need Linux 5.10).
 	unix.SetNonblock(fd, true)
-	return &pidfdWatcher{f: os.NewFile(uintptr(fd), "pidfd"), pid: pid}
-}
-
-func (w *pidfdWatcher) exited(d time.Duration) bool {
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		return true // cannot tell: doubt
-	}
-	exited, failed := false, false
-	check := func(fd uintptr) bool {
-		exited, failed = pollWait(int(fd), 0)
-		return exited || failed
-	}
-	if d <= 0 || w.f.SetReadDeadline(time.Now().Add(d)) != nil {
-		// No wait, or the poller did not take the pidfd: poll(2) it,
-		// blocking.
-		rc.Control(func(fd uintptr) { exited, failed = pollWait(int(fd), d) })
-		return exited || failed
-	}
-	// Read calls check until it says the pidfd is readable, waiting for
-	// the poller between calls, or until the deadline.
-	err = rc.Read(check)
-	switch {
-	case exited || failed:
-		return true
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return false
-	}
-	return true // any other failure: doubt
-}
-
-func (w *pidfdWatcher) close() { w.f.Close() }
-
-// Exited returns a channel that is closed when the parent that started
-// the program exits, at once if it is already gone; nil when that cannot
-// be watched (no pidfd, or init as the parent). It uses a pidfd of its
-// own, open for the life of the process, waited on by the poller.
-func Exited() <-chan struct{} {
-	if initialPPID <= 1 {
-		return nil
-	}
-	fd, err := unix.PidfdOpen(initialPPID, 0)
-	if err != nil {
-		return nil
-	}
-	ch := make(chan struct{})
-	if os.Getppid() != initialPPID {
-		// Gone before the pidfd was opened: it may be another process's.
-		unix.Close(fd)
-		close(ch)
-		return ch
-	}
-	unix.SetNonblock(fd, true)
 	f := os.NewFile(uintptr(fd), "pidfd")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		return nil
+		return &ppidWatcher{pid: pid}
 	}
+	w := &pidfdWatcher{rc: rc}
+	if f.SetReadDeadline(time.Time{}) != nil {
+		// The poller did not take the pidfd: exited polls it, blocking.
+		return w
+	}
+	w.gone, w.failed = make(chan struct{}), make(chan struct{})
 	go func() {
 		exited := false
-		// A failure of the wait says nothing: the channel stays open.
-		rc.Read(func(fd uintptr) bool {
-			exited, _ = pollWait(int(fd), 0)
-			return exited
+		// Read calls this until it says the pidfd is readable, waiting
+		// for the poller between calls.
+		err := rc.Read(func(fd uintptr) bool {
+			var failed bool
+			exited, failed = pollWait(int(fd), 0)
+			return exited || failed
 		})
-		if exited {
-			close(ch)
+		if exited && err == nil {
+			close(w.gone)
+		} else {
+			close(w.failed)
 		}
 	}()
-	return ch
+	return w
+}
+
+func (w *pidfdWatcher) exited(d time.Duration) bool {
+	if d <= 0 || w.gone == nil {
+		// No wait, or no poller: poll(2) it, blocking.
+		exited, failed := false, false
+		w.rc.Control(func(fd uintptr) { exited, failed = pollWait(int(fd), d) })
+		return exited || failed
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.gone:
+	case <-w.failed: // cannot tell: doubt
+	case <-t.C:
+		return false
+	}
+	return true
+}
+
+// Exited returns a channel that is closed when the parent that started
+// the program exits, at once if it is already gone; nil when that cannot
+// be watched (no pidfd, or init as the parent). A failure of the wait
+// says nothing: the channel stays open.
+func Exited() <-chan struct{} {
+	if initialPPID <= 1 {
+		return nil
+	}
+	w, ok := parentWatch().(*pidfdWatcher)
+	if !ok || w.gone == nil {
+		return nil
+	}
+	if os.Getppid() != initialPPID {
+		// Gone, perhaps before the pidfd was opened: it may be another
+		// process's.
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return w.gone
 }
 
 // pollWait waits up to d for fd to become readable; failed is set when

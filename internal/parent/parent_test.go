@@ -117,8 +117,6 @@ func (w *fakeWatcher) exited(d time.Duration) bool {
 	return !time.Now().Before(w.exitAt)
 }
 
-func (w *fakeWatcher) close() {}
-
 // TestCheck: the verdict at the end of input, step by step, for a parent
 // that lives on, one in the kernel's exit path, one already gone, and one
 // that closed the pipe itself and dies a little later (the settle).
