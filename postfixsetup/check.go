@@ -94,8 +94,9 @@ const reloadSettle = 10 * time.Second
 // is right.
 func CheckLookup(ctx context.Context, p *Postfix, service string, reloaded bool) Finding {
 	deadline := time.Now().Add(reloadSettle)
+	var queue string // asked of postconf once, not on every try
 	for {
-		f := checkLookup(ctx, p, service)
+		f := checkLookup(ctx, p, service, &queue)
 		if !f.Problem || !reloaded || time.Now().After(deadline) {
 			return f
 		}
@@ -107,19 +108,24 @@ func CheckLookup(ctx context.Context, p *Postfix, service string, reloaded bool)
 	}
 }
 
-func checkLookup(ctx context.Context, p *Postfix, service string) Finding {
+// checkLookup asks once. queue is the queue directory, "" until the
+// first try that needs it asks postconf.
+func checkLookup(ctx context.Context, p *Postfix, service string, queue *string) Finding {
 	key, onion := LookupKey()
 	table := "socketmap:unix:private/" + LookupService(service) + ":" + service
 	cmd := ShellQuote(p.command("postmap", "-q", key, table))
 	if !p.Running(ctx) {
 		return Finding{Skipped: true, Text: fmt.Sprintf("the lookup service: Postfix (%s) is not running; once it is: cd $(postconf -c %s -h queue_directory) && %s", p.Dir, quote(p.Dir), cmd)}
 	}
-	queue, err := p.Effective(ctx, "queue_directory")
-	if err != nil {
-		return Finding{Problem: true, Text: err.Error()}
+	if *queue == "" {
+		dir, err := p.Effective(ctx, "queue_directory")
+		if err != nil {
+			return Finding{Problem: true, Text: err.Error()}
+		}
+		*queue = dir
 	}
 	want := service + ":[" + onion + "]:25"
-	got, found, err := p.Query(ctx, queue, key, table)
+	got, found, err := p.Query(ctx, *queue, key, table)
 	var ce *CommandError
 	switch {
 	case errors.As(err, &ce):
