@@ -151,13 +151,8 @@ func CheckSocketAccess(path, account string) Finding {
 		return Finding{Skipped: true, Text: fmt.Sprintf("whether %s may open %s: %v", account, path, err)}
 	}
 	uid, gids := ids(u)
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
-			return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
-		}
-		if dir == "/" || dir == "." {
-			break
-		}
+	if dir, fi, err := blockedDir(path, uid, gids); dir != "" {
+		return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -208,13 +203,8 @@ func checkAccess(path, account string, bit os.FileMode, verb, hint string) error
 		return err
 	}
 	uid, gids := ids(u)
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
-			return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
-		}
-		if dir == "/" || dir == "." {
-			break
-		}
+	if dir, fi, err := blockedDir(path, uid, gids); dir != "" {
+		return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -224,6 +214,20 @@ func checkAccess(path, account string, bit os.FileMode, verb, hint string) error
 		return fmt.Errorf("user %s may not %s it: it is %s (%s)", account, verb, describe(fi, nil), hint)
 	}
 	return nil
+}
+
+// blockedDir is the first directory above path, from the nearest, that
+// uid with the groups gids may not search, with what os.Stat said of it;
+// "" when it may search them all.
+func blockedDir(path string, uid int, gids []int) (dir string, fi os.FileInfo, statErr error) {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
+			return dir, fi, err
+		}
+		if dir == "/" || dir == "." {
+			return "", nil, nil
+		}
+	}
 }
 
 // ids are the numeric user id and group ids of an account.
