@@ -173,8 +173,9 @@ func setupRemove(c *cli.Context, p *postfixsetup.Postfix, state string, dry bool
 		// Nothing of setup's to undo; but entries made by hand under the
 		// same name are not setup's to remove either.
 		name := c.String("service")
+		entries, serr := p.Services(c.Context)
 		for _, s := range []string{name + "/unix", postfixsetup.LookupService(name) + "/unix"} {
-			if e, serr := p.Service(c.Context, s); serr == nil && e != "" {
+			if serr == nil && entries[s] != "" {
 				return byHandError(badConfig(fmt.Errorf("%v; master.cf has a service %s that setup did not make: remove it by hand (postconf -c %s -MX %s)", err, s, p.Dir, s)))
 			}
 		}

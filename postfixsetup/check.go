@@ -94,8 +94,9 @@ const reloadSettle = 10 * time.Second
 // is right.
 func CheckLookup(ctx context.Context, p *Postfix, service string, reloaded bool) Finding {
 	deadline := time.Now().Add(reloadSettle)
+	var queue string // asked of postconf once, not on every try
 	for {
-		f := checkLookup(ctx, p, service)
+		f := checkLookup(ctx, p, service, &queue)
 		if !f.Problem || !reloaded || time.Now().After(deadline) {
 			return f
 		}
@@ -107,19 +108,24 @@ func CheckLookup(ctx context.Context, p *Postfix, service string, reloaded bool)
 	}
 }
 
-func checkLookup(ctx context.Context, p *Postfix, service string) Finding {
+// checkLookup asks once. queue is the queue directory, "" until the
+// first try that needs it asks postconf.
+func checkLookup(ctx context.Context, p *Postfix, service string, queue *string) Finding {
 	key, onion := LookupKey()
 	table := "socketmap:unix:private/" + LookupService(service) + ":" + service
 	cmd := ShellQuote(p.command("postmap", "-q", key, table))
 	if !p.Running(ctx) {
 		return Finding{Skipped: true, Text: fmt.Sprintf("the lookup service: Postfix (%s) is not running; once it is: cd $(postconf -c %s -h queue_directory) && %s", p.Dir, quote(p.Dir), cmd)}
 	}
-	queue, err := p.Effective(ctx, "queue_directory")
-	if err != nil {
-		return Finding{Problem: true, Text: err.Error()}
+	if *queue == "" {
+		dir, err := p.Effective(ctx, "queue_directory")
+		if err != nil {
+			return Finding{Problem: true, Text: err.Error()}
+		}
+		*queue = dir
 	}
 	want := service + ":[" + onion + "]:25"
-	got, found, err := p.Query(ctx, queue, key, table)
+	got, found, err := p.Query(ctx, *queue, key, table)
 	var ce *CommandError
 	switch {
 	case errors.As(err, &ce):
@@ -145,13 +151,8 @@ func CheckSocketAccess(path, account string) Finding {
 		return Finding{Skipped: true, Text: fmt.Sprintf("whether %s may open %s: %v", account, path, err)}
 	}
 	uid, gids := ids(u)
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
-			return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
-		}
-		if dir == "/" || dir == "." {
-			break
-		}
+	if dir, fi, err := blockedDir(path, uid, gids); dir != "" {
+		return Finding{Problem: true, Text: fmt.Sprintf("user %s may not reach %s: the directory %s %s", account, path, dir, describe(fi, err))}
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -202,13 +203,8 @@ func checkAccess(path, account string, bit os.FileMode, verb, hint string) error
 		return err
 	}
 	uid, gids := ids(u)
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
-			return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
-		}
-		if dir == "/" || dir == "." {
-			break
-		}
+	if dir, fi, err := blockedDir(path, uid, gids); dir != "" {
+		return fmt.Errorf("user %s may not %s it: the directory %s is %s (%s)", account, verb, dir, describe(fi, err), hint)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -218,6 +214,20 @@ func checkAccess(path, account string, bit os.FileMode, verb, hint string) error
 		return fmt.Errorf("user %s may not %s it: it is %s (%s)", account, verb, describe(fi, nil), hint)
 	}
 	return nil
+}
+
+// blockedDir is the first directory above path, from the nearest, that
+// uid with the groups gids may not search, with what os.Stat said of it;
+// "" when it may search them all.
+func blockedDir(path string, uid int, gids []int) (dir string, fi os.FileInfo, statErr error) {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err != nil || !allowed(fi, uid, gids, 1) {
+			return dir, fi, err
+		}
+		if dir == "/" || dir == "." {
+			return "", nil, nil
+		}
+	}
 }
 
 // ids are the numeric user id and group ids of an account.

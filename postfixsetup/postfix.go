@@ -133,21 +133,31 @@ func (p *Postfix) Effective(ctx context.Context, name string) (string, error) {
 	return strings.TrimRight(out, "\n"), err
 }
 
-// Service returns a master.cf entry ("name/type") as postconf -M prints
-// it, on one line, or "" when master.cf has none. (postconf -M name/type
-// warns about an entry it does not find: all are listed instead.)
-func (p *Postfix) Service(ctx context.Context, service string) (string, error) {
-	name, typ, _ := strings.Cut(service, "/")
+// Services returns master.cf's entries as postconf -M prints them, each
+// on one line, by "name/type". One postconf run answers for every
+// service setup and remove look at. (postconf -M name/type warns about
+// an entry it does not find: all are listed instead.)
+func (p *Postfix) Services(ctx context.Context) (map[string]string, error) {
 	out, err := p.run(ctx, "", p.command("postconf", "-M"))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	entries := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == name && f[1] == typ {
-			return line, nil
+		if f := strings.Fields(line); len(f) >= 2 {
+			if _, dup := entries[f[0]+"/"+f[1]]; !dup {
+				entries[f[0]+"/"+f[1]] = line
+			}
 		}
 	}
-	return "", nil
+	return entries, nil
+}
+
+// Service returns a master.cf entry ("name/type") as postconf -M prints
+// it, on one line, or "" when master.cf has none.
+func (p *Postfix) Service(ctx context.Context, service string) (string, error) {
+	entries, err := p.Services(ctx)
+	return entries[service], err
 }
 
 // Overrides returns the master.cf services that override the main.cf
@@ -171,14 +181,14 @@ func (p *Postfix) Overrides(ctx context.Context, name string) (values, commands 
 	if len(values) == 0 {
 		return nil, nil, nil
 	}
-	out, err = p.run(ctx, "", p.command("postconf", "-M"))
+	entries, err := p.Services(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	commands = map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
+	for svc, line := range entries {
 		if f := strings.Fields(line); len(f) >= 8 {
-			commands[f[0]+"/"+f[1]] = f[7]
+			commands[svc] = f[7]
 		}
 	}
 	return values, commands, nil

@@ -105,11 +105,12 @@ func Remove(ctx context.Context, p *Postfix, statePath string, dry bool) (*Resul
 			return nil, &ChangedError{File: mainPath, Name: it.Name, Now: cur, Set: it.After, StatePath: statePath, UndoCommand: undo}
 		}
 	}
+	entries, err := p.Services(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for _, it := range slices.Backward(st.Services) {
-		entry, err := p.Service(ctx, it.Name)
-		if err != nil {
-			return nil, err
-		}
+		entry := entries[it.Name]
 		cur := Value{Set: entry != "", Value: entry}
 		switch {
 		case sameEntry(cur, it.Before):

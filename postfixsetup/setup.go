@@ -247,16 +247,17 @@ func planAll(ctx context.Context, p *Postfix, st *State, o *Options, table, dbTy
 	}
 	changes = append(changes, mapChanges...)
 
-	// The services.
+	// The services, from one postconf -M.
+	entries, err := p.Services(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var services, params []Item
 	for _, want := range []struct{ name, entry string }{
 		{o.Service + "/unix", pipeEntry(o)},
 		{LookupService(o.Service) + "/unix", lookupEntry(o)},
 	} {
-		entry, err := p.Service(ctx, want.name)
-		if err != nil {
-			return nil, err
-		}
+		entry := entries[want.name]
 		cur := Value{Set: entry != "", Value: entry}
 		it, after, err := plan(want.name, cur, st.service(want.name), sameEntry, func(base Value) (Value, error) {
 			if base.Set && !sameEntry(base, Value{Set: true, Value: want.entry}) {
